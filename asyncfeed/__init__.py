@@ -1,0 +1,41 @@
+"""asyncfeed: an asyncio streaming input pipeline for training data.
+
+Fetchers stream chunks of numpy arrays through bounded queues into a rebatcher that emits
+batches of exactly ``batch_size`` rows, consumed with ``async for`` or from synchronous code.
+"""
+
+from .errors import AsyncFeedError as AsyncFeedError
+from .errors import ChunkError as ChunkError
+from .errors import ConfigError as ConfigError
+from .errors import FeedExhausted as FeedExhausted
+from .errors import FeedStateError as FeedStateError
+from .errors import FeedTimeoutError as FeedTimeoutError
+from .errors import FetchError as FetchError
+from .errors import SinkError as SinkError
+from .feed import Feed as Feed
+from .feed import FeedState as FeedState
+from .rebatch import Batch as Batch
+from .rebatch import Rebatcher as Rebatcher
+from .stats import DropCause as DropCause
+from .stats import ExternalLogger as ExternalLogger
+from .stats import FeedStats as FeedStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncFeedError",
+    "Batch",
+    "ChunkError",
+    "ConfigError",
+    "DropCause",
+    "ExternalLogger",
+    "Feed",
+    "FeedExhausted",
+    "FeedState",
+    "FeedStateError",
+    "FeedStats",
+    "FeedTimeoutError",
+    "FetchError",
+    "Rebatcher",
+    "SinkError",
+]

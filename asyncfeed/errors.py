@@ -1,0 +1,82 @@
+"""The asyncfeed exception tree.
+
+Every error the library raises on purpose derives from :class:`AsyncFeedError`. Leaves also
+derive from the builtin that callers already catch::
+
+    AsyncFeedError
+    ├── ConfigError(ValueError)        a constructor argument is out of range or of the wrong kind
+    ├── ChunkError(ValueError)         a fetcher returned a chunk that does not fit the blobs
+    ├── FetchError                     a fetcher raised; carries worker_id / key, chains the cause
+    ├── FeedStateError(RuntimeError)   an operation the feed's lifecycle does not allow now
+    ├── FeedExhausted                  get() on a finite feed that delivered its last batch
+    ├── FeedTimeoutError(TimeoutError) get() or stop() ran past its timeout
+    └── SinkError                      a sink refused a batch for a reason other than being closed
+
+All of them pickle, so they cross process-pool boundaries intact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AsyncFeedError",
+    "ChunkError",
+    "ConfigError",
+    "FeedExhausted",
+    "FeedStateError",
+    "FeedTimeoutError",
+    "FetchError",
+    "SinkError",
+]
+
+
+class AsyncFeedError(Exception):
+    """Root of every error asyncfeed raises on purpose."""
+
+
+class ConfigError(AsyncFeedError, ValueError):
+    """A constructor argument is invalid; the message names it and the value given."""
+
+
+class ChunkError(AsyncFeedError, ValueError):
+    """A chunk does not fit the feed's blobs; the message names the blob, worker and shapes."""
+
+
+class FeedStateError(AsyncFeedError, RuntimeError):
+    """The feed's lifecycle does not allow the operation (e.g. iterating a feed never started)."""
+
+
+class FeedExhausted(AsyncFeedError):
+    """``get()`` was called on a finite feed that has delivered its last batch."""
+
+
+class FeedTimeoutError(AsyncFeedError, TimeoutError):
+    """``get()`` or ``stop()`` did not complete within its timeout."""
+
+
+class SinkError(AsyncFeedError):
+    """A sink failed to accept a batch."""
+
+
+class FetchError(AsyncFeedError):
+    """A fetcher failed.
+
+    Attributes:
+        worker_id: the fetch worker that failed, or ``None`` for keyed sources.
+        key: the key whose fetch failed, or ``None`` for seed-style fetchers.
+
+    The original exception is chained as ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, worker_id: int | None = None, key: Any = None) -> None:
+        super().__init__(message)
+        self.worker_id = worker_id
+        self.key = key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_fetch_error, (str(self), self.worker_id, self.key))
+
+
+def _rebuild_fetch_error(message: str, worker_id: int | None, key: Any) -> FetchError:
+    return FetchError(message, worker_id=worker_id, key=key)

@@ -1,0 +1,768 @@
+"""``Feed``: wires fetchers, the chunk queue, the rebatcher and the consumer together.
+
+This module alone creates tasks: one runner task per feed, holding one ``TaskGroup`` with the
+fetch workers, the rebatch stage and the stats logger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import enum
+import logging
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import Executor
+from typing import Any, Self, final
+
+from .bridge import (
+    DaemonThreadPool,
+    LoopThread,
+    acquire_loop_thread,
+    release_loop_thread,
+    stop_at_exit,
+    to_thread,
+)
+from .chunks import describe_origin
+from .errors import (
+    AsyncFeedError,
+    ChunkError,
+    ConfigError,
+    FeedExhausted,
+    FeedStateError,
+    FeedTimeoutError,
+    FetchError,
+)
+from .fetch import Fetcher, FetchFn, FetchOneFn, is_async_callable, next_worker_id
+from .keys import Keys, Reorderer, check_shard, iterate_keys
+from .options import FeedOptions
+from .queues import Channel, ChannelClosed, SourceQueue, attach_source, detach_source
+from .rebatch import Batch, Rebatcher
+from .stats import (
+    DropCause,
+    ExternalLogger,
+    FeedCounters,
+    FeedStats,
+    LagWarning,
+    Stage,
+    report,
+)
+
+__all__ = ["Feed", "FeedState"]
+
+log = logging.getLogger("asyncfeed.feed")
+
+
+class FeedState(enum.Enum):
+    """Lifecycle: NEW → RUNNING → STOPPING → STOPPED (or NEW → STOPPED)."""
+
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@final
+class Feed:
+    """A streaming input pipeline: fetchers → bounded chunk queue → rebatcher → batches.
+
+    Args:
+        fetch: ``fetch(worker_id, batch_size)`` returning a chunk (a list of arrays, one per
+            blob, or a mapping blob → array) or None for "nothing this time". ``async def``
+            fetchers run as ``concurrency`` tasks on the loop; plain functions run in
+            ``executor`` (default: a pool of ``concurrency`` daemon threads).
+        blobs: blob names, in the order chunks hold their arrays.
+        batch_size: rows per batch (also passed to ``fetch`` as a hint).
+        concurrency: number of fetch workers.
+        source: chunk-queue name; feeds of one source on one loop share its queue.
+        max_buffered_chunks: bound of the chunk queue.
+        prefetch_batches: full batches kept ready for the consumer.
+        executor: where a sync fetcher runs; a ``ProcessPoolExecutor`` needs a picklable
+            fetcher. Not shut down by the feed.
+        init_fun: called once with the feed before the fetchers start; may be async.
+        rebatch: False passes every chunk through as one batch (Caffe2's ``dont_rebatch``).
+        drop_last: for finite sources, drop the final partial batch (counted as dropped).
+        max_errors: None stops the feed on the first failed fetch or bad chunk; N skips
+            failures (counted) and stops once more than N occurred.
+        log_interval: seconds between stats log lines and external-logger calls; None: never.
+        external_loggers: objects with ``log(dict)`` called every ``log_interval``.
+
+    Consume with ``async with feed: async for batch in feed: ...`` on the caller's loop, or
+    ``feed.start()``, ``feed.get()`` / ``for batch in feed``, ``feed.stop()`` from
+    synchronous code (the feed then runs on a private loop thread).
+
+    Raises:
+        ConfigError: at construction, for any invalid argument.
+    """
+
+    def __init__(
+        self,
+        fetch: FetchFn,
+        *,
+        blobs: Sequence[str],
+        batch_size: int,
+        concurrency: int = 4,
+        source: str = "train",
+        max_buffered_chunks: int = 800,
+        prefetch_batches: int = 2,
+        executor: Executor | None = None,
+        init_fun: Callable[[Feed], Any] | None = None,
+        rebatch: bool = True,
+        drop_last: bool = False,
+        max_errors: int | None = None,
+        log_interval: float | None = 60.0,
+        external_loggers: Sequence[ExternalLogger] = (),
+    ) -> None:
+        options = FeedOptions.check(
+            blobs=blobs,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            source=source,
+            max_buffered_chunks=max_buffered_chunks,
+            prefetch_batches=prefetch_batches,
+            executor=executor,
+            init_fun=init_fun,
+            rebatch=rebatch,
+            drop_last=drop_last,
+            max_errors=max_errors,
+            log_interval=log_interval,
+            external_loggers=external_loggers,
+        )
+        self._setup(fetch, options, keys=None)
+
+    @classmethod
+    def from_keys(
+        cls,
+        keys: Keys,
+        fetch_one: FetchOneFn,
+        *,
+        blobs: Sequence[str],
+        batch_size: int,
+        concurrency: int = 4,
+        ordered: bool = False,
+        shard: tuple[int, int] | None = None,
+        drop_last: bool = False,
+        source: str = "keys",
+        max_buffered_chunks: int = 800,
+        prefetch_batches: int = 2,
+        executor: Executor | None = None,
+        init_fun: Callable[[Feed], Any] | None = None,
+        rebatch: bool = True,
+        max_errors: int | None = None,
+        log_interval: float | None = 60.0,
+        external_loggers: Sequence[ExternalLogger] = (),
+    ) -> Feed:
+        """A finite (or endless) feed over ``keys``: ``fetch_one(key)`` returns one chunk.
+
+        ``keys`` is an iterable or async iterable. ``ordered=True`` delivers rows in key
+        order, holding at most ``concurrency`` finished chunks for reordering.
+        ``shard=(rank, world_size)`` takes every ``world_size``-th key from ``rank``. After
+        the last key the final partial batch is delivered (or dropped with ``drop_last``)
+        and iteration ends. A keyed feed's chunk queue is its own, never shared.
+
+        Raises:
+            ConfigError: for any invalid argument.
+        """
+        if not isinstance(ordered, bool):
+            raise ConfigError(f"ordered must be a bool, got {ordered!r}")
+        options = FeedOptions.check(
+            blobs=blobs,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            source=source,
+            max_buffered_chunks=max_buffered_chunks,
+            prefetch_batches=prefetch_batches,
+            executor=executor,
+            init_fun=init_fun,
+            rebatch=rebatch,
+            drop_last=drop_last,
+            max_errors=max_errors,
+            log_interval=log_interval,
+            external_loggers=external_loggers,
+        )
+        feed = cls.__new__(cls)
+        feed._setup(fetch_one, options, keys=(keys, ordered, check_shard(shard)))
+        return feed
+
+    def _setup(
+        self,
+        fn: Callable[..., Any],
+        options: FeedOptions,
+        keys: tuple[Keys, bool, tuple[int, int]] | None,
+    ) -> None:
+        if not callable(fn):
+            raise ConfigError(f"the fetcher must be callable, got {fn!r}")
+        self._fn = fn
+        self._opts = options
+        self._keys = keys
+        self._state = FeedState.NEW
+        self._lock = threading.Lock()
+        self.worker_ids: tuple[int, ...] = (
+            tuple(next_worker_id() for _ in range(options.concurrency)) if keys is None else ()
+        )
+        self._counters = FeedCounters()
+        self._rebatcher = Rebatcher(options.blobs, options.batch_size, rebatch=options.rebatch)
+        self._outbox: deque[Batch] = deque()
+        self._batches: Channel[Batch] = Channel(options.prefetch_batches)
+        self._lag = LagWarning(options.source)
+        self._own_pool: DaemonThreadPool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sq: SourceQueue | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._portal: LoopThread | None = None
+        self._error: BaseException | None = None
+        self._error_seen = False
+        self._stop_requested = False
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> FeedState:
+        return self._state
+
+    @property
+    def blobs(self) -> tuple[str, ...]:
+        return self._opts.blobs
+
+    @property
+    def batch_size(self) -> int:
+        return self._opts.batch_size
+
+    @property
+    def source(self) -> str:
+        return self._opts.source
+
+    def __repr__(self) -> str:
+        kind = "keyed" if self._keys is not None else "seed"
+        return (
+            f"<Feed {kind} source={self.source!r} blobs={list(self.blobs)} "
+            f"batch_size={self.batch_size} state={self._state.value}>"
+        )
+
+    # -- lifecycle on the caller's loop --------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: object
+    ) -> None:
+        try:
+            await self.aclose()
+        except AsyncFeedError:
+            if et is None:
+                raise
+            log.warning("feed %r also failed while the consumer raised", self, exc_info=True)
+
+    def _open(self) -> None:
+        """Start the runner task on the running loop (NEW → RUNNING)."""
+        with self._lock:
+            if self._state is not FeedState.NEW:
+                raise FeedStateError(
+                    f"a feed starts once; this one is {self._state.value} (create a new Feed)"
+                )
+            self._state = FeedState.RUNNING
+        loop = asyncio.get_running_loop()
+        try:
+            self._sq = attach_source(
+                self._opts.source,
+                self._opts.blobs,
+                self._opts.max_buffered_chunks,
+                shared=self._keys is None,
+            )
+        except BaseException:
+            self._state = FeedState.STOPPED
+            raise
+        self._loop = loop
+        self._runner = loop.create_task(self._run(), name=f"asyncfeed-{self.source}-runner")
+
+    async def aclose(self, *, timeout: float = 5.0) -> None:
+        """Stop the feed and wait for it, within ``timeout`` seconds. Idempotent.
+
+        Rows in flight are counted as dropped. Sync fetchers stuck in a call are abandoned.
+
+        Raises:
+            FeedTimeoutError: the feed's tasks did not end within ``timeout``.
+            AsyncFeedError: the error that stopped the feed, if the consumer has not seen it.
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if self._state is FeedState.NEW:
+                self._state = FeedState.STOPPED
+                return
+            if self._state is FeedState.RUNNING:
+                self._state = FeedState.STOPPING
+                self._stop_requested = True
+                assert self._runner is not None
+                self._runner.cancel()
+        runner = self._runner
+        if runner is not None and not runner.done():
+            done, _ = await asyncio.wait({runner}, timeout=max(0.0, deadline - time.monotonic()))
+            if not done:
+                raise FeedTimeoutError(
+                    f"feed {self.source!r} did not stop within {timeout} s; a fetcher may be "
+                    "swallowing cancellation or blocking the event loop"
+                )
+        if self._state is not FeedState.STOPPED:
+            self._state = FeedState.STOPPED
+            self._drop_batches(DropCause.STOP)
+            stop_at_exit(self, enabled=False)
+            pool = self._own_pool
+            if pool is not None:
+                remaining = max(0.0, deadline - time.monotonic())
+                await to_thread(pool.join, remaining, name=f"asyncfeed-{self.source}-join")
+        self._raise_unseen()
+
+    def _raise_unseen(self) -> None:
+        if self._error is not None and not self._error_seen:
+            self._error_seen = True
+            raise self._error
+
+    # -- lifecycle from synchronous code -------------------------------------------------------
+
+    def start(self, *, timeout: float = 30.0) -> None:
+        """Run the feed on the process-wide private loop thread; returns once it runs.
+
+        Raises:
+            FeedStateError: the feed was already started or stopped.
+            ConfigError: another feed of the same source uses other blobs or queue size.
+        """
+        if self._state is not FeedState.NEW:
+            raise FeedStateError(
+                f"a feed starts once; this one is {self._state.value} (create a new Feed)"
+            )
+        portal = acquire_loop_thread()
+
+        async def open_on_loop() -> None:
+            self._open()
+
+        try:
+            portal.submit(open_on_loop()).result(timeout)
+        except BaseException:
+            release_loop_thread(portal, timeout)
+            raise
+        self._portal = portal
+        stop_at_exit(self)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the feed from any thread other than its loop's; bounded by ``timeout``.
+
+        Safe in every state and idempotent.
+
+        Raises:
+            FeedTimeoutError: the feed did not stop in time.
+            AsyncFeedError: the error that stopped the feed, if not yet seen by the consumer.
+        """
+        with self._lock:
+            if self._state is FeedState.NEW:
+                self._state = FeedState.STOPPED
+                return
+        loop = self._loop
+        if loop is None:  # stopped before it ever started
+            return
+        self._check_not_on_loop("stop()", "await feed.aclose()")
+        try:
+            if not loop.is_closed():
+                cf = asyncio.run_coroutine_threadsafe(self.aclose(timeout=timeout), loop)
+                try:
+                    cf.result(timeout + 1.0)
+                except concurrent.futures.TimeoutError:
+                    cf.cancel()
+                    raise FeedTimeoutError(
+                        f"feed {self.source!r} did not stop within {timeout} s"
+                    ) from None
+            else:
+                self._raise_unseen()
+        finally:
+            with self._lock:
+                portal, self._portal = self._portal, None
+            if portal is not None:
+                release_loop_thread(portal, timeout)
+
+    def get(self, timeout: float | None = None) -> Batch:
+        """The next batch, for a consumer thread other than the feed's loop.
+
+        Raises:
+            FeedTimeoutError: no batch within ``timeout`` seconds (nothing is lost).
+            FeedExhausted: a finite feed delivered its last batch.
+            FeedStateError: the feed is not running.
+            AsyncFeedError: the error that stopped the feed.
+        """
+        loop = self._loop
+        if loop is None:
+            raise FeedStateError("the feed is not started; call feed.start() first")
+        self._check_not_on_loop("get()", "async for batch in feed")
+        cf: concurrent.futures.Future[Batch] = concurrent.futures.Future()
+        try:
+            loop.call_soon_threadsafe(self._serve_get, cf)
+        except RuntimeError:
+            raise FeedStateError(f"the feed is {self._state.value}") from None
+        try:
+            return cf.result(timeout)
+        except concurrent.futures.TimeoutError:
+            if cf.cancel():
+                raise FeedTimeoutError(f"no batch within {timeout} s") from None
+            return cf.result()
+
+    def __iter__(self) -> Iterator[Batch]:
+        """Iterate batches from a thread other than the feed's loop, until a finite feed ends."""
+        while True:
+            try:
+                yield self.get()
+            except FeedExhausted:
+                return
+
+    def _check_not_on_loop(self, what: str, instead: str) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if running is self._loop:
+            raise FeedStateError(f"{what} would block the feed's own event loop; use {instead}")
+
+    def _serve_get(self, cf: concurrent.futures.Future[Batch]) -> None:
+        """On the loop: hand the next batch to a waiting ``get()``, or put it back."""
+        if cf.cancelled():
+            return
+        try:
+            batch = self._batches.get_nowait()
+        except asyncio.QueueEmpty:
+            assert self._loop is not None
+            task = self._loop.create_task(self._handoff(cf))
+            cf.add_done_callback(lambda f: _cancel_soon(task) if f.cancelled() else None)
+            return
+        except ChannelClosed:
+            self._set_end(cf)
+            return
+        self._hand(cf, batch)
+
+    async def _handoff(self, cf: concurrent.futures.Future[Batch]) -> None:
+        try:
+            batch = await self._batches.get()
+        except ChannelClosed:
+            self._set_end(cf)
+            return
+        self._hand(cf, batch)
+
+    def _hand(self, cf: concurrent.futures.Future[Batch], batch: Batch) -> None:
+        try:
+            cf.set_result(batch)
+        except concurrent.futures.InvalidStateError:  # the getter timed out meanwhile
+            self._batches.put_front(batch)
+            return
+        self._delivered(batch)
+
+    def _set_end(self, cf: concurrent.futures.Future[Batch]) -> None:
+        try:
+            self._raise_end()
+        except StopAsyncIteration:
+            exc: BaseException = FeedExhausted(f"feed {self.source!r} delivered its last batch")
+        except BaseException as err:
+            exc = err
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            cf.set_exception(exc)
+
+    # -- consumption on the caller's loop ------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[Batch]:
+        return self
+
+    async def __anext__(self) -> Batch:
+        if self._loop is None:
+            raise FeedStateError("the feed is not started; use 'async with feed:' first")
+        if asyncio.get_running_loop() is not self._loop:
+            raise FeedStateError(
+                "the feed runs on another event loop; use feed.get() from this thread"
+            )
+        batches = self._batches
+        try:
+            try:
+                batch = batches.get_nowait()
+            except asyncio.QueueEmpty:
+                batch = await batches.get()
+        except ChannelClosed:
+            self._raise_end()
+        self._delivered(batch)
+        return batch
+
+    def _raise_end(self) -> Any:
+        if self._error is not None:
+            self._error_seen = True
+            raise self._error
+        raise StopAsyncIteration
+
+    def _delivered(self, batch: Batch) -> None:
+        assert self._sq is not None
+        self._sq.ledger.deliver(batch.rows, Stage.BATCHED)
+        self._counters.delivered(batch.rows)
+
+    # -- the runner ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._sq is not None
+        try:
+            if self._opts.init_fun is not None:
+                await self._call_init(self._opts.init_fun)
+            async with asyncio.TaskGroup() as tg:
+                self._start_producers(tg)
+                last = tg.create_task(
+                    self._rebatch_stage(), name=f"asyncfeed-{self.source}-rebatch"
+                )
+                logger = None
+                if self._opts.log_interval is not None:
+                    logger = tg.create_task(self._log_loop(self._opts.log_interval))
+                await asyncio.wait({last})
+                if logger is not None:
+                    logger.cancel()
+        except asyncio.CancelledError:
+            if not self._stop_requested:
+                self._fail(FeedStateError(f"feed {self.source!r} was cancelled by its event loop"))
+            raise
+        except BaseExceptionGroup as group:
+            self._fail(_first_error(group))
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            self._finish()
+
+    async def _call_init(self, init_fun: Callable[[Feed], Any]) -> None:
+        try:
+            if is_async_callable(init_fun):
+                await init_fun(self)
+            else:
+                await to_thread(init_fun, self, name=f"asyncfeed-{self.source}-init")
+        except Exception as exc:
+            raise FetchError(f"init_fun {init_fun!r} failed: {type(exc).__name__}: {exc}") from exc
+
+    def _start_producers(self, tg: asyncio.TaskGroup) -> None:
+        assert self._sq is not None
+        opts = self._opts
+        executor = opts.executor
+        if executor is None and not is_async_callable(self._fn):
+            executor = self._own_pool = DaemonThreadPool(
+                opts.concurrency, f"asyncfeed-{opts.source}-fetch"
+            )
+        fetcher = Fetcher(
+            self._fn,
+            schema=self._sq.schema,
+            ledger=self._sq.ledger,
+            chunks=self._sq.channel,
+            counters=self._counters,
+            executor=executor,
+            on_error=self._on_fetch_error,
+        )
+        if self._keys is None:
+            for wid in self.worker_ids:
+                tg.create_task(
+                    fetcher.run_seed_worker(wid, opts.batch_size),
+                    name=f"asyncfeed-{opts.source}-worker-{wid}",
+                )
+            return
+        keys, ordered, shard = self._keys
+        key_channel: Channel[tuple[int, Any]] = Channel(opts.concurrency)
+        reorder = Reorderer() if ordered else None
+        live = [opts.concurrency]
+
+        async def key_worker() -> None:
+            await fetcher.run_key_worker(key_channel, reorder)
+            live[0] -= 1
+            if live[0] == 0:
+                assert self._sq is not None
+                self._sq.channel.close()  # end of data: the rebatch stage flushes and ends
+
+        tg.create_task(
+            self._dispatch(keys, shard, key_channel), name=f"asyncfeed-{opts.source}-keys"
+        )
+        for i in range(opts.concurrency):
+            tg.create_task(key_worker(), name=f"asyncfeed-{opts.source}-worker-{i}")
+
+    async def _dispatch(
+        self, keys: Keys, shard: tuple[int, int], out: Channel[tuple[int, Any]]
+    ) -> None:
+        try:
+            async with contextlib.aclosing(iterate_keys(keys, shard)) as items:
+                async for item in items:
+                    await out.put(item)
+        except Exception as exc:
+            raise FetchError(f"iterating the keys failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            out.close()
+
+    def _on_fetch_error(self, exc: Exception, worker_id: int | None, key: Any) -> None:
+        """Error policy: raise to stop the feed, return to skip within ``max_errors``."""
+        origin = describe_origin(worker_id, key)
+        budget = self._opts.max_errors
+        errors = self._counters.fetch_errors
+        if budget is None:
+            if isinstance(exc, AsyncFeedError):
+                raise exc
+            raise FetchError(
+                f"fetch failed in {origin}: {type(exc).__name__}: {exc}",
+                worker_id=worker_id,
+                key=key,
+            ) from exc
+        if errors > budget:
+            raise FetchError(
+                f"{errors} failed fetches exceed max_errors={budget}; last in {origin}: "
+                f"{type(exc).__name__}: {exc}",
+                worker_id=worker_id,
+                key=key,
+            ) from exc
+        log.warning(
+            "skipping failed fetch in %s (%d of max_errors=%d): %s: %s",
+            origin,
+            errors,
+            budget,
+            type(exc).__name__,
+            exc,
+        )
+
+    async def _rebatch_stage(self) -> None:
+        assert self._sq is not None
+        chunks = self._sq.channel
+        ledger = self._sq.ledger
+        rebatcher = self._rebatcher
+        outbox = self._outbox
+        while True:
+            try:
+                try:
+                    arrays, rows, _ = chunks.get_nowait()
+                except asyncio.QueueEmpty:
+                    if not self._batches and self._counters.batches_delivered:
+                        self._lag.check(0, chunks.maxsize)
+                    arrays, rows, _ = await chunks.get()
+            except ChannelClosed:
+                break
+            ledger.move(rows, Stage.QUEUED, Stage.REBATCHING)
+            outbox.extend(rebatcher.push(arrays))
+            if outbox:
+                await self._emit()
+        last = rebatcher.flush()
+        if last is not None:
+            if self._opts.drop_last:
+                ledger.drop(last.rows, Stage.REBATCHING, DropCause.DROP_LAST)
+            else:
+                outbox.append(last)
+                await self._emit()
+        self._batches.close()
+
+    async def _emit(self) -> None:
+        """Move the rebatcher's finished batches into the batch channel, in order."""
+        assert self._sq is not None
+        outbox = self._outbox
+        while outbox:
+            batch = outbox[0]
+            if not self._batches.put_nowait(batch):
+                await self._batches.put(batch)
+            outbox.popleft()
+            self._sq.ledger.move(batch.rows, Stage.REBATCHING, Stage.BATCHED)
+
+    async def _log_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            report(self.stats(), self._opts.external_loggers)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+            log.debug("feed %r stopping on %r", self, exc)
+
+    def _finish(self) -> None:
+        """Runner cleanup: account for every row still held, close channels, leave the source."""
+        sq = self._sq
+        assert sq is not None
+        cause = DropCause.ERROR if self._error is not None else DropCause.STOP
+        held = self._rebatcher.discard() + sum(b.rows for b in self._outbox)
+        self._outbox.clear()
+        sq.ledger.drop(held, Stage.REBATCHING, cause)
+        if self._error is not None or self._stop_requested:
+            self._drop_batches(cause)
+        self._batches.close()
+        if detach_source(sq):
+            sq.channel.close()
+            for _, rows, _ in sq.channel.drain():
+                sq.ledger.drop(rows, Stage.QUEUED, cause)
+        if self._own_pool is not None:
+            self._own_pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            if self._state is FeedState.RUNNING:
+                self._state = FeedState.STOPPING  # ended on its own: aclose() completes it
+
+    def _drop_batches(self, cause: DropCause) -> None:
+        if self._sq is None:
+            return
+        for batch in self._batches.drain():
+            self._sq.ledger.drop(batch.rows, Stage.BATCHED, cause)
+
+    # -- stats ---------------------------------------------------------------------------------
+
+    def stats(self) -> FeedStats:
+        """A consistent snapshot; callable from any thread, in any state."""
+        c = self._counters
+        sq = self._sq
+        if sq is None:
+            fetched, delivered = 0, 0
+            dropped: dict[str, int] = {}
+            stages: tuple[int, ...] = (0, 0, 0, 0)
+            depth = 0
+        else:
+            fetched, delivered, dropped, stages = sq.ledger.snapshot()
+            depth = len(sq.channel)
+        calls = c.fetch_calls
+        return FeedStats(
+            source=self.source,
+            state=self._state.value,
+            rows_fetched=fetched,
+            rows_delivered=delivered,
+            rows_dropped=sum(dropped.values()),
+            dropped_by_cause=dropped,
+            rows_in_flight=sum(stages),
+            rows_queued=stages[Stage.QUEUED],
+            rows_rebatching=stages[Stage.REBATCHING],
+            rows_batched=stages[Stage.BATCHED],
+            rows_handing=stages[Stage.HANDING],
+            batches_delivered=c.batches_delivered,
+            fetch_calls=calls,
+            fetch_none=c.fetch_none,
+            fetch_empty=c.fetch_empty,
+            fetch_errors=c.fetch_errors,
+            chunk_queue_depth=depth,
+            batch_queue_depth=len(self._batches),
+            inputs_per_sec=c.inputs_per_sec(),
+            mean_fetch_time=c.fetch_time / calls if calls else 0.0,
+            mean_enqueue_time=c.enqueue_time / c.enqueue_count if c.enqueue_count else 0.0,
+            time_elapsed=time.monotonic() - c.started,
+        )
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        state = getattr(self, "_state", FeedState.STOPPED)
+        if state in (FeedState.RUNNING, FeedState.STOPPING):
+            _warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=2)
+
+
+def _cancel_soon(task: asyncio.Task[Any]) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+        task.get_loop().call_soon_threadsafe(task.cancel)
+
+
+def _first_error(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The error to show the consumer: an asyncfeed error first, else the first real one."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        elif not isinstance(exc, asyncio.CancelledError):
+            leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if isinstance(exc, AsyncFeedError | ChunkError):
+            return exc
+    return leaves[0] if leaves else group

@@ -1,0 +1,216 @@
+"""Fetch workers: call the user's fetcher, check its chunk, put it on the chunk queue.
+
+Async fetchers are awaited on the loop; sync fetchers run in an executor. These are plain
+coroutines: ``feed.py`` runs each one as a task. A sync call still running when its worker is
+cancelled is abandoned: the thread finishes on its own and its late result is counted as
+dropped (``DropCause.ABANDONED``), never delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor
+from concurrent.futures import Future as ConcurrentFuture
+from typing import Any, Final, Protocol, final
+
+from .chunks import Arrays, ChunkSchema
+from .keys import Reorderer
+from .queues import Channel, ChannelClosed, Chunk
+from .stats import DropCause, FeedCounters, Ledger, Stage
+
+__all__ = ["FetchFn", "FetchOneFn", "Fetcher", "is_async_callable", "next_worker_id"]
+
+log = logging.getLogger("asyncfeed.fetch")
+
+_worker_ids = itertools.count()
+
+
+def next_worker_id() -> int:
+    """A worker id unique across every feed of the process (Caffe2's global coordinator)."""
+    return next(_worker_ids)
+
+
+class FetchFn(Protocol):
+    """Seed-style fetcher: ``fetch(worker_id, batch_size)`` returns a chunk or None.
+
+    May be ``async def`` or a plain function. ``batch_size`` is a hint only.
+    """
+
+    def __call__(self, worker_id: int, batch_size: int, /) -> Any: ...
+
+
+class FetchOneFn(Protocol):
+    """Keyed fetcher: ``fetch_one(key)`` returns one chunk or None. Async or sync."""
+
+    def __call__(self, key: Any, /) -> Any: ...
+
+
+def is_async_callable(fn: object) -> bool:
+    """True for ``async def`` functions, partials of them, and objects with async __call__."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - looking for an async __call__
+    )
+
+
+ErrorPolicy = Callable[[Exception, int | None, Any], None]
+
+
+def _rows_of(result: object) -> int:
+    """Row count of an unchecked fetch result, 0 when it is not a well-formed chunk."""
+    try:
+        first = (
+            next(iter(result.values())) if isinstance(result, Mapping) else result[0]  # type: ignore[index]
+        )
+        return int(first.shape[0])
+    except Exception:
+        return 0
+
+
+@final
+class Fetcher:
+    """What fetch workers share: the user's callable, the source queue and the counters.
+
+    Args:
+        fn: the user's fetcher (seed-style or keyed).
+        schema, ledger, chunks: the source's chunk schema, row ledger and chunk queue.
+        counters: the feed's own counters.
+        executor: where a sync ``fn`` runs; unused for an async one.
+        on_error: called with (exception, worker_id, key) for every failed fetch or bad
+            chunk; raises to stop the feed, returns to skip.
+    """
+
+    __slots__ = (
+        "_executor",
+        "_is_async",
+        "_warned_empty",
+        "chunks",
+        "counters",
+        "fn",
+        "ledger",
+        "on_error",
+        "schema",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        schema: ChunkSchema,
+        ledger: Ledger,
+        chunks: Channel[Chunk],
+        counters: FeedCounters,
+        executor: Executor | None,
+        on_error: ErrorPolicy,
+    ) -> None:
+        self.fn: Final = fn
+        self._is_async: Final = is_async_callable(fn)
+        if not self._is_async and executor is None:
+            raise ValueError("a sync fetcher needs an executor")
+        self._executor: Final = executor
+        self.schema: Final = schema
+        self.ledger: Final = ledger
+        self.chunks: Final = chunks
+        self.counters: Final = counters
+        self.on_error: Final = on_error
+        self._warned_empty = False
+
+    async def run_seed_worker(self, worker_id: int, batch_size: int) -> None:
+        """Call ``fn(worker_id, batch_size)`` forever, queueing every chunk it returns."""
+        while True:
+            arrays = await self._fetch((worker_id, batch_size), worker_id, None)
+            if arrays is None:
+                await asyncio.sleep(0)  # a fetcher with nothing to give must not starve the loop
+                continue
+            if not await self._offer(arrays, worker_id):
+                return
+
+    async def run_key_worker(
+        self, keys: Channel[tuple[int, Any]], reorder: Reorderer | None
+    ) -> None:
+        """Fetch keys from ``keys`` until it is closed and drained; keep key order if asked."""
+        while True:
+            try:
+                seq, key = await keys.get()
+            except ChannelClosed:
+                return
+            arrays = await self._fetch((key,), None, key)
+            if reorder is not None:
+                await reorder.wait_turn(seq)
+            try:
+                if arrays is not None and not await self._offer(arrays, key):
+                    return
+            finally:
+                if reorder is not None:
+                    reorder.done(seq)
+
+    async def _fetch(self, args: tuple[Any, ...], worker_id: int | None, key: Any) -> Arrays | None:
+        """One call of the fetcher, checked. None: nothing to queue (None, or skipped error)."""
+        counters = self.counters
+        start = time.perf_counter()
+        try:
+            result = await self._call(args)
+            if result is None:
+                counters.fetch_none += 1
+                return None
+            return self.schema.check(result, worker_id=worker_id, key=key)
+        except Exception as exc:
+            counters.fetch_errors += 1
+            self.on_error(exc, worker_id, key)
+            return None
+        finally:
+            counters.fetch_calls += 1
+            counters.fetch_time += time.perf_counter() - start
+
+    def _call(self, args: tuple[Any, ...]) -> Awaitable[Any]:
+        if self._is_async:
+            coro: Awaitable[Any] = self.fn(*args)
+            return coro
+        assert self._executor is not None
+        cf = self._executor.submit(self.fn, *args)
+        return self._await_abandonable(cf)
+
+    async def _await_abandonable(self, cf: ConcurrentFuture[Any]) -> Any:
+        try:
+            return await asyncio.wrap_future(cf)
+        except asyncio.CancelledError:
+            if not cf.cancel():  # already running: it cannot be interrupted
+                cf.add_done_callback(self._count_late)
+            raise
+
+    def _count_late(self, cf: ConcurrentFuture[Any]) -> None:
+        if cf.cancelled() or cf.exception() is not None:
+            return
+        rows = _rows_of(cf.result())
+        if rows:
+            log.debug("dropping %d rows returned by an abandoned fetcher", rows)
+            self.ledger.drop(rows, None, DropCause.ABANDONED)
+
+    async def _offer(self, arrays: Arrays, origin: object) -> bool:
+        """Queue a checked chunk; False when the chunk queue was closed (the source ended)."""
+        rows = arrays[0].shape[0]
+        if rows == 0:
+            self.counters.fetch_empty += 1
+            if not self._warned_empty:
+                self._warned_empty = True
+                log.warning("skipping a zero-row chunk from %s (warned once)", origin)
+            return True
+        chunk: Chunk = (arrays, rows, origin)
+        self.ledger.fetch(rows)
+        try:
+            if not self.chunks.put_nowait(chunk):
+                start = time.perf_counter()
+                await self.chunks.put(chunk)
+                self.counters.enqueue_time += time.perf_counter() - start
+        except ChannelClosed:
+            self.ledger.drop(rows, Stage.QUEUED, DropCause.STOP)
+            return False
+        except BaseException:
+            self.ledger.drop(rows, Stage.QUEUED, DropCause.STOP)
+            raise
+        self.counters.enqueue_count += 1
+        return True

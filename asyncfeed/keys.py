@@ -1,0 +1,88 @@
+"""Keyed sources: key iteration, sharding, and bounded in-order reassembly."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from typing import Any, final
+
+from .errors import ConfigError
+
+__all__ = ["Reorderer", "check_shard", "iterate_keys"]
+
+Keys = Iterable[Any] | AsyncIterable[Any]
+
+
+def check_shard(shard: tuple[int, int] | None) -> tuple[int, int]:
+    """Validate ``shard=(rank, world_size)``; None means (0, 1).
+
+    Raises:
+        ConfigError: not a pair of ints with ``0 <= rank < world_size``.
+    """
+    if shard is None:
+        return 0, 1
+    try:
+        rank, world_size = shard
+    except (TypeError, ValueError):
+        raise ConfigError(f"shard must be a (rank, world_size) pair, got {shard!r}") from None
+    if not isinstance(rank, int) or not isinstance(world_size, int) or world_size < 1:
+        raise ConfigError(f"shard must be (rank, world_size) with world_size >= 1, got {shard!r}")
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"shard rank must be in [0, {world_size}), got {rank}")
+    return rank, world_size
+
+
+async def iterate_keys(keys: Keys, shard: tuple[int, int]) -> AsyncGenerator[tuple[int, Any], None]:
+    """Yield ``(sequence number, key)`` for every ``world_size``-th key from ``rank``.
+
+    Sequence numbers count this shard's keys from 0; they fix the delivery order when
+    ``ordered=True``.
+    """
+    rank, world_size = shard
+    seq = 0
+    index = 0
+    if isinstance(keys, AsyncIterable):
+        async for key in keys:
+            if index % world_size == rank:
+                yield seq, key
+                seq += 1
+            index += 1
+        return
+    for key in keys:
+        if index % world_size == rank:
+            yield seq, key
+            seq += 1
+        index += 1
+
+
+@final
+class Reorderer:
+    """Lets results through in sequence order.
+
+    Each fetch worker holds at most one finished result while it waits for its turn, so the
+    memory spent on reordering is bounded by the feed's concurrency.
+    """
+
+    __slots__ = ("_next", "_waiters")
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+
+    async def wait_turn(self, seq: int) -> None:
+        """Return once every result before ``seq`` has been released."""
+        if seq == self._next:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[seq] = fut
+        try:
+            await fut
+        finally:
+            self._waiters.pop(seq, None)
+
+    def done(self, seq: int) -> None:
+        """Release ``seq`` (delivered or skipped); wake the next in line."""
+        self._next = seq + 1
+        fut = self._waiters.get(self._next)
+        if fut is not None and not fut.done():
+            fut.set_result(None)

@@ -1,0 +1,256 @@
+"""Row accounting, frozen statistics snapshots and interval logging.
+
+Every row a fetcher returns enters a :class:`Ledger` and moves through stages
+(queued → rebatching → batched → handing to a sink) until it is delivered or dropped by an
+explicit cause. Because rows only ever move between counters under one lock,
+``rows_fetched == rows_delivered + rows_dropped + rows_in_flight`` holds at every snapshot.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, Protocol, final
+
+__all__ = ["DropCause", "ExternalLogger", "FeedStats", "Ledger", "Stage"]
+
+log = logging.getLogger("asyncfeed.stats")
+
+
+class Stage(enum.IntEnum):
+    """Where an in-flight row is."""
+
+    QUEUED = 0  # in the chunk queue, or in a fetch worker's hands waiting to enter it
+    REBATCHING = 1  # carried by a rebatcher
+    BATCHED = 2  # in a full batch waiting for the consumer
+    HANDING = 3  # handed to a sink's put(), not yet accepted
+
+
+class DropCause(enum.StrEnum):
+    """Why rows were dropped instead of delivered."""
+
+    STOP = "stop"  # the feed stopped with the rows in flight
+    ERROR = "error"  # the feed stopped on an error with the rows in flight
+    DROP_LAST = "drop_last"  # the final partial batch of a finite source, with drop_last=True
+    ABANDONED = "abandoned"  # late result of a fetcher abandoned at stop
+    SINK_CLOSED = "sink_closed"  # the sink was closed before accepting the batch
+
+
+class ExternalLogger(Protocol):
+    """Receives a metrics dict every ``log_interval`` seconds (Caffe2's external loggers)."""
+
+    def log(self, metrics: dict[str, Any]) -> None: ...
+
+
+@final
+class Ledger:
+    """Thread-safe row counters by stage, shared by the feeds of one source."""
+
+    __slots__ = ("_dropped", "_lock", "_stages", "delivered", "fetched")
+
+    def __init__(self) -> None:
+        self._lock: Final = threading.Lock()
+        self._stages = [0, 0, 0, 0]
+        self._dropped: Counter[str] = Counter()
+        self.fetched = 0
+        self.delivered = 0
+
+    def fetch(self, rows: int) -> None:
+        """Count rows just returned by a fetcher; they enter the QUEUED stage."""
+        with self._lock:
+            self.fetched += rows
+            self._stages[Stage.QUEUED] += rows
+
+    def move(self, rows: int, src: Stage, dst: Stage) -> None:
+        """Move rows from one in-flight stage to the next."""
+        with self._lock:
+            self._stages[src] -= rows
+            self._stages[dst] += rows
+
+    def deliver(self, rows: int, src: Stage) -> None:
+        """Count rows handed to the consumer or accepted by a sink."""
+        with self._lock:
+            self._stages[src] -= rows
+            self.delivered += rows
+
+    def drop(self, rows: int, src: Stage | None, cause: DropCause) -> None:
+        """Count rows dropped from an in-flight stage (or never queued, when ``src`` is None)."""
+        if rows == 0:
+            return
+        with self._lock:
+            if src is None:
+                self.fetched += rows
+            else:
+                self._stages[src] -= rows
+            self._dropped[cause] += rows
+
+    def rows(self, stage: Stage) -> int:
+        """Rows currently in one stage."""
+        return self._stages[stage]
+
+    def snapshot(self) -> tuple[int, int, dict[str, int], tuple[int, ...]]:
+        """(fetched, delivered, dropped by cause, rows per stage), consistent with each other."""
+        with self._lock:
+            return (
+                self.fetched,
+                self.delivered,
+                {str(k): v for k, v in self._dropped.items()},
+                tuple(self._stages),
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class FeedStats:
+    """A frozen snapshot of a feed's statistics.
+
+    Row counts (``rows_*``, ``dropped_by_cause``) cover the feed's source: feeds that share a
+    source share one ledger, since a row fetched by one may be delivered by another. The
+    invariant ``rows_fetched == rows_delivered + rows_dropped + rows_in_flight`` holds in
+    every snapshot. The other counters are the feed's own.
+    """
+
+    source: str
+    state: str
+    rows_fetched: int
+    rows_delivered: int
+    rows_dropped: int
+    dropped_by_cause: Mapping[str, int]
+    rows_in_flight: int
+    rows_queued: int
+    rows_rebatching: int
+    rows_batched: int
+    rows_handing: int
+    batches_delivered: int
+    fetch_calls: int
+    fetch_none: int
+    fetch_empty: int
+    fetch_errors: int
+    chunk_queue_depth: int
+    batch_queue_depth: int
+    inputs_per_sec: float
+    mean_fetch_time: float
+    mean_enqueue_time: float
+    time_elapsed: float
+    hosts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def as_metrics(self) -> dict[str, Any]:
+        """A flat dict for external loggers, with Caffe2's metric names first."""
+        metrics: dict[str, Any] = {
+            "fetcher_time": self.mean_fetch_time,
+            "enqueue_time": self.mean_enqueue_time,
+            "inputs_per_sec": self.inputs_per_sec,
+            "queue_size": self.chunk_queue_depth,
+            "time_elapsed": self.time_elapsed,
+        }
+        metrics.update(asdict(self))
+        return metrics
+
+
+@final
+class FeedCounters:
+    """Per-feed counters, updated on the feed's event loop."""
+
+    __slots__ = (
+        "_rate",
+        "_window_rows",
+        "_window_start",
+        "batches_delivered",
+        "enqueue_count",
+        "enqueue_time",
+        "fetch_calls",
+        "fetch_empty",
+        "fetch_errors",
+        "fetch_none",
+        "fetch_time",
+        "started",
+    )
+
+    WINDOW: Final = 1.0
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.fetch_calls = 0
+        self.fetch_none = 0
+        self.fetch_empty = 0
+        self.fetch_errors = 0
+        self.fetch_time = 0.0
+        self.enqueue_time = 0.0
+        self.enqueue_count = 0
+        self.batches_delivered = 0
+        self._window_start = self.started
+        self._window_rows = 0
+        self._rate = 0.0
+
+    def delivered(self, rows: int) -> None:
+        """Count one delivered batch and update the rows/s of the last closed window."""
+        self.batches_delivered += 1
+        self._window_rows += rows
+        now = time.monotonic()
+        elapsed = now - self._window_start
+        if elapsed >= self.WINDOW:
+            self._rate = self._window_rows / elapsed
+            self._window_start = now
+            self._window_rows = 0
+
+    def inputs_per_sec(self) -> float:
+        """Rows/s over the last closed window of about a second (0.0 before the first)."""
+        if time.monotonic() - self._window_start > 2 * self.WINDOW:
+            return 0.0  # nothing delivered lately: the last window is stale
+        return self._rate
+
+
+class LagWarning:
+    """Warns, at most once per ``period`` seconds, that the chunk queue runs nearly empty."""
+
+    __slots__ = ("_last", "period", "source")
+
+    def __init__(self, source: str, period: float = 60.0) -> None:
+        self.source = source
+        self.period = period
+        self._last = -period
+
+    def check(self, depth: int, capacity: int) -> None:
+        """Call when the consumer takes a chunk; warns when the queue is at most 5 % full."""
+        if depth * 20 > capacity:
+            return
+        now = time.monotonic()
+        if now - self._last >= self.period:
+            self._last = now
+            log.warning(
+                "data loading lagging: source %r chunk queue holds %d of %d",
+                self.source,
+                depth,
+                capacity,
+            )
+
+
+def report(stats: FeedStats, loggers: tuple[ExternalLogger, ...]) -> None:
+    """Log one line for ``stats`` and pass its metrics to every external logger.
+
+    A logger that raises is logged and ignored.
+    """
+    log.info(
+        "source %r: %d rows delivered (%.0f rows/s), %d dropped, %d in flight, "
+        "queue %d chunks, fetch %.2f ms, %d errors",
+        stats.source,
+        stats.rows_delivered,
+        stats.inputs_per_sec,
+        stats.rows_dropped,
+        stats.rows_in_flight,
+        stats.chunk_queue_depth,
+        stats.mean_fetch_time * 1e3,
+        stats.fetch_errors,
+    )
+    if not loggers:
+        return
+    metrics = stats.as_metrics()
+    for logger in loggers:
+        try:
+            logger.log(dict(metrics))
+        except Exception:
+            log.exception("external logger %r failed; ignored", logger)
