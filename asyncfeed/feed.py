@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 import warnings
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from typing import Any, Self, final
@@ -27,7 +26,6 @@ from .bridge import (
     stop_at_exit,
     to_thread,
 )
-from .chunks import describe_origin
 from .errors import (
     AsyncFeedError,
     ChunkError,
@@ -37,11 +35,12 @@ from .errors import (
     FeedTimeoutError,
     FetchError,
 )
-from .fetch import Fetcher, FetchFn, FetchOneFn, is_async_callable, next_worker_id
-from .keys import Keys, Reorderer, check_shard, iterate_keys
+from .fetch import ErrorBudget, Fetcher, FetchFn, FetchOneFn, is_async_callable, next_worker_id
+from .keys import Keys, Reorderer, check_shard
 from .options import FeedOptions
 from .queues import Channel, ChannelClosed, SourceQueue, attach_source, detach_source
 from .rebatch import Batch, Rebatcher
+from .stages import RebatchStage, dispatch_keys, log_every
 from .stats import (
     DropCause,
     ExternalLogger,
@@ -49,7 +48,6 @@ from .stats import (
     FeedStats,
     LagWarning,
     Stage,
-    report,
 )
 
 __all__ = ["Feed", "FeedState"]
@@ -205,8 +203,7 @@ class Feed:
             tuple(next_worker_id() for _ in range(options.concurrency)) if keys is None else ()
         )
         self._counters = FeedCounters()
-        self._rebatcher = Rebatcher(options.blobs, options.batch_size, rebatch=options.rebatch)
-        self._outbox: deque[Batch] = deque()
+        self._stage: RebatchStage | None = None
         self._batches: Channel[Batch] = Channel(options.prefetch_batches)
         self._lag = LagWarning(options.source)
         self._own_pool: DaemonThreadPool | None = None
@@ -278,6 +275,14 @@ class Feed:
         except BaseException:
             self._state = FeedState.STOPPED
             raise
+        self._stage = RebatchStage(
+            self._sq.channel,
+            self._batches,
+            Rebatcher(self._opts.blobs, self._opts.batch_size, rebatch=self._opts.rebatch),
+            self._sq.ledger,
+            drop_last=self._opts.drop_last,
+            on_starved=self._on_starved,
+        )
         self._loop = loop
         self._runner = loop.create_task(self._run(), name=f"asyncfeed-{self.source}-runner")
 
@@ -510,12 +515,12 @@ class Feed:
                 await self._call_init(self._opts.init_fun)
             async with asyncio.TaskGroup() as tg:
                 self._start_producers(tg)
-                last = tg.create_task(
-                    self._rebatch_stage(), name=f"asyncfeed-{self.source}-rebatch"
-                )
+                last = tg.create_task(self._stage.run(), name=f"asyncfeed-{self.source}-rebatch")
                 logger = None
                 if self._opts.log_interval is not None:
-                    logger = tg.create_task(self._log_loop(self._opts.log_interval))
+                    logger = tg.create_task(
+                        log_every(self._opts.log_interval, self.stats, self._opts.external_loggers)
+                    )
                 await asyncio.wait({last})
                 if logger is not None:
                     logger.cancel()
@@ -554,7 +559,7 @@ class Feed:
             chunks=self._sq.channel,
             counters=self._counters,
             executor=executor,
-            on_error=self._on_fetch_error,
+            on_error=ErrorBudget(opts.max_errors, self._counters),
         )
         if self._keys is None:
             for wid in self.worker_ids:
@@ -576,96 +581,15 @@ class Feed:
                 self._sq.channel.close()  # end of data: the rebatch stage flushes and ends
 
         tg.create_task(
-            self._dispatch(keys, shard, key_channel), name=f"asyncfeed-{opts.source}-keys"
+            dispatch_keys(keys, shard, key_channel), name=f"asyncfeed-{opts.source}-keys"
         )
         for i in range(opts.concurrency):
             tg.create_task(key_worker(), name=f"asyncfeed-{opts.source}-worker-{i}")
 
-    async def _dispatch(
-        self, keys: Keys, shard: tuple[int, int], out: Channel[tuple[int, Any]]
-    ) -> None:
-        try:
-            async with contextlib.aclosing(iterate_keys(keys, shard)) as items:
-                async for item in items:
-                    await out.put(item)
-        except Exception as exc:
-            raise FetchError(f"iterating the keys failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            out.close()
-
-    def _on_fetch_error(self, exc: Exception, worker_id: int | None, key: Any) -> None:
-        """Error policy: raise to stop the feed, return to skip within ``max_errors``."""
-        origin = describe_origin(worker_id, key)
-        budget = self._opts.max_errors
-        errors = self._counters.fetch_errors
-        if budget is None:
-            if isinstance(exc, AsyncFeedError):
-                raise exc
-            raise FetchError(
-                f"fetch failed in {origin}: {type(exc).__name__}: {exc}",
-                worker_id=worker_id,
-                key=key,
-            ) from exc
-        if errors > budget:
-            raise FetchError(
-                f"{errors} failed fetches exceed max_errors={budget}; last in {origin}: "
-                f"{type(exc).__name__}: {exc}",
-                worker_id=worker_id,
-                key=key,
-            ) from exc
-        log.warning(
-            "skipping failed fetch in %s (%d of max_errors=%d): %s: %s",
-            origin,
-            errors,
-            budget,
-            type(exc).__name__,
-            exc,
-        )
-
-    async def _rebatch_stage(self) -> None:
-        assert self._sq is not None
-        chunks = self._sq.channel
-        ledger = self._sq.ledger
-        rebatcher = self._rebatcher
-        outbox = self._outbox
-        while True:
-            try:
-                try:
-                    arrays, rows, _ = chunks.get_nowait()
-                except asyncio.QueueEmpty:
-                    if not self._batches and self._counters.batches_delivered:
-                        self._lag.check(0, chunks.maxsize)
-                    arrays, rows, _ = await chunks.get()
-            except ChannelClosed:
-                break
-            ledger.move(rows, Stage.QUEUED, Stage.REBATCHING)
-            outbox.extend(rebatcher.push(arrays))
-            if outbox:
-                await self._emit()
-        last = rebatcher.flush()
-        if last is not None:
-            if self._opts.drop_last:
-                ledger.drop(last.rows, Stage.REBATCHING, DropCause.DROP_LAST)
-            else:
-                outbox.append(last)
-                await self._emit()
-        self._batches.close()
-
-    async def _emit(self) -> None:
-        """Move the rebatcher's finished batches into the batch channel, in order."""
-        assert self._sq is not None
-        outbox = self._outbox
-        while outbox:
-            batch = outbox[0]
-            if not self._batches.put_nowait(batch):
-                await self._batches.put(batch)
-            outbox.popleft()
-            self._sq.ledger.move(batch.rows, Stage.REBATCHING, Stage.BATCHED)
-
-    async def _log_loop(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            report(self.stats(), self._opts.external_loggers)
+    def _on_starved(self) -> None:
+        """The rebatch stage found the chunk queue empty: warn if the consumer waits too."""
+        if not self._batches and self._counters.batches_delivered and self._sq is not None:
+            self._lag.check(0, self._sq.channel.maxsize)
 
     def _fail(self, exc: BaseException) -> None:
         if self._error is None:
@@ -677,9 +601,8 @@ class Feed:
         sq = self._sq
         assert sq is not None
         cause = DropCause.ERROR if self._error is not None else DropCause.STOP
-        held = self._rebatcher.discard() + sum(b.rows for b in self._outbox)
-        self._outbox.clear()
-        sq.ledger.drop(held, Stage.REBATCHING, cause)
+        if self._stage is not None:
+            self._stage.discard(cause)
         if self._error is not None or self._stop_requested:
             self._drop_batches(cause)
         self._batches.close()

@@ -18,12 +18,13 @@ from concurrent.futures import Executor
 from concurrent.futures import Future as ConcurrentFuture
 from typing import Any, Final, Protocol, final
 
-from .chunks import Arrays, ChunkSchema
+from .chunks import Arrays, ChunkSchema, describe_origin
+from .errors import AsyncFeedError, FetchError
 from .keys import Reorderer
 from .queues import Channel, ChannelClosed, Chunk
 from .stats import DropCause, FeedCounters, Ledger, Stage
 
-__all__ = ["FetchFn", "FetchOneFn", "Fetcher", "is_async_callable", "next_worker_id"]
+__all__ = ["ErrorBudget", "FetchFn", "FetchOneFn", "Fetcher", "is_async_callable", "next_worker_id"]
 
 log = logging.getLogger("asyncfeed.fetch")
 
@@ -58,6 +59,50 @@ def is_async_callable(fn: object) -> bool:
 
 
 ErrorPolicy = Callable[[Exception, int | None, Any], None]
+
+
+@final
+class ErrorBudget:
+    """The feed's error policy: raise to stop the feed, return to skip the failure.
+
+    ``max_errors=None`` stops on the first failure: a :class:`ChunkError` (or any other
+    asyncfeed error) as it is, anything else as :class:`FetchError` chained to it. With
+    ``max_errors=N`` failures are logged and skipped until more than N occurred.
+    """
+
+    __slots__ = ("counters", "max_errors")
+
+    def __init__(self, max_errors: int | None, counters: FeedCounters) -> None:
+        self.max_errors: Final = max_errors
+        self.counters: Final = counters
+
+    def __call__(self, exc: Exception, worker_id: int | None, key: Any) -> None:
+        origin = describe_origin(worker_id, key)
+        budget = self.max_errors
+        if budget is None:
+            if isinstance(exc, AsyncFeedError):
+                raise exc
+            raise FetchError(
+                f"fetch failed in {origin}: {type(exc).__name__}: {exc}",
+                worker_id=worker_id,
+                key=key,
+            ) from exc
+        errors = self.counters.fetch_errors
+        if errors > budget:
+            raise FetchError(
+                f"{errors} failed fetches exceed max_errors={budget}; last in {origin}: "
+                f"{type(exc).__name__}: {exc}",
+                worker_id=worker_id,
+                key=key,
+            ) from exc
+        log.warning(
+            "skipping failed fetch in %s (%d of max_errors=%d): %s: %s",
+            origin,
+            errors,
+            budget,
+            type(exc).__name__,
+            exc,
+        )
 
 
 def _rows_of(result: object) -> int:

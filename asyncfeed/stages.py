@@ -1,0 +1,116 @@
+"""Stage coroutines that the feed runs as tasks: rebatching, key dispatch, stats logging.
+
+Like SPDL's stage coroutines, each is handed its input and output channels; none creates a
+task or a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final, final
+
+from .errors import FetchError
+from .keys import Keys, iterate_keys
+from .queues import Channel, ChannelClosed, Chunk
+from .rebatch import Batch, Rebatcher
+from .stats import DropCause, ExternalLogger, FeedStats, Ledger, Stage, report
+
+__all__ = ["RebatchStage", "dispatch_keys", "log_every"]
+
+
+@final
+class RebatchStage:
+    """Chunk queue → rebatcher → batch channel, keeping every held row accounted for.
+
+    Rows stay in ``Stage.REBATCHING`` while the rebatcher carries them or a finished batch
+    waits in the outbox for room in the batch channel; :meth:`discard` drops them at stop.
+    """
+
+    __slots__ = ("_outbox", "batches", "chunks", "drop_last", "ledger", "on_starved", "rebatcher")
+
+    def __init__(
+        self,
+        chunks: Channel[Chunk],
+        batches: Channel[Batch],
+        rebatcher: Rebatcher,
+        ledger: Ledger,
+        *,
+        drop_last: bool,
+        on_starved: Callable[[], None],
+    ) -> None:
+        self.chunks: Final = chunks
+        self.batches: Final = batches
+        self.rebatcher: Final = rebatcher
+        self.ledger: Final = ledger
+        self.drop_last: Final = drop_last
+        self.on_starved: Final = on_starved
+        self._outbox: deque[Batch] = deque()
+
+    async def run(self) -> None:
+        """Run until the chunk queue is closed and drained, then flush and close the output."""
+        chunks = self.chunks
+        ledger = self.ledger
+        while True:
+            try:
+                try:
+                    arrays, rows, _ = chunks.get_nowait()
+                except asyncio.QueueEmpty:
+                    self.on_starved()
+                    arrays, rows, _ = await chunks.get()
+            except ChannelClosed:
+                break
+            ledger.move(rows, Stage.QUEUED, Stage.REBATCHING)
+            self._outbox.extend(self.rebatcher.push(arrays))
+            if self._outbox:
+                await self._emit()
+        last = self.rebatcher.flush()
+        if last is not None:
+            if self.drop_last:
+                ledger.drop(last.rows, Stage.REBATCHING, DropCause.DROP_LAST)
+            else:
+                self._outbox.append(last)
+                await self._emit()
+        self.batches.close()
+
+    async def _emit(self) -> None:
+        outbox = self._outbox
+        while outbox:
+            batch = outbox[0]
+            if not self.batches.put_nowait(batch):
+                await self.batches.put(batch)
+            outbox.popleft()
+            self.ledger.move(batch.rows, Stage.REBATCHING, Stage.BATCHED)
+
+    def discard(self, cause: DropCause) -> None:
+        """Drop every row the stage holds (carried or waiting in the outbox)."""
+        held = self.rebatcher.discard() + sum(b.rows for b in self._outbox)
+        self._outbox.clear()
+        self.ledger.drop(held, Stage.REBATCHING, cause)
+
+
+async def dispatch_keys(keys: Keys, shard: tuple[int, int], out: Channel[tuple[int, Any]]) -> None:
+    """Feed ``(sequence number, key)`` pairs of this shard into ``out``; close it at the end.
+
+    Raises:
+        FetchError: iterating ``keys`` raised; the original is chained.
+    """
+    try:
+        async with contextlib.aclosing(iterate_keys(keys, shard)) as items:
+            async for item in items:
+                await out.put(item)
+    except Exception as exc:
+        raise FetchError(f"iterating the keys failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        out.close()
+
+
+async def log_every(
+    interval: float, snapshot: Callable[[], FeedStats], loggers: tuple[ExternalLogger, ...]
+) -> None:
+    """Report a stats snapshot every ``interval`` seconds, forever."""
+    while True:
+        await asyncio.sleep(interval)
+        report(snapshot(), loggers)
