@@ -509,7 +509,7 @@ class Feed:
     # -- the runner ----------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        assert self._sq is not None
+        assert self._sq is not None and self._stage is not None
         try:
             if self._opts.init_fun is not None:
                 await self._call_init(self._opts.init_fun)
