@@ -133,6 +133,7 @@ class DaemonThreadPool(concurrent.futures.Executor):
         self._work: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)
         self._threads: list[threading.Thread] = []
+        self._busy: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._shutdown = False
 
@@ -160,12 +161,16 @@ class DaemonThreadPool(concurrent.futures.Executor):
             future, fn, args = item
             del item
             if future.set_running_or_notify_cancel():
+                me = threading.current_thread()
+                self._busy.add(me)
                 try:
                     result = fn(*args)
                 except BaseException as exc:  # handed to the waiter, not swallowed
                     future.set_exception(exc)
                 else:
                     future.set_result(result)
+                finally:
+                    self._busy.discard(me)
             del future, fn, args
             self._idle.release()
 
@@ -194,10 +199,15 @@ class DaemonThreadPool(concurrent.futures.Executor):
             future.cancel()
 
     def join(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds in all for the threads; True when all ended."""
+        """After shutdown, wait up to ``timeout`` s for the idle threads to end.
+
+        Threads still inside a call are abandoned, not waited for: they end on their own
+        when the call returns. True when every thread has ended.
+        """
         deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread not in self._busy:
+                thread.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
 
 
@@ -238,15 +248,18 @@ async def to_thread(fn: Callable[..., T], *args: Any, name: str) -> T:
 
 
 class _Stoppable(Protocol):
-    def stop(self) -> None: ...
+    def stop(self, timeout: float = ...) -> None: ...
 
 
+EXIT_STOP_TIMEOUT = 1.0
 _exit_objects: weakref.WeakSet[_Stoppable] = weakref.WeakSet()
 _exit_registered = False
 
 
 def stop_at_exit(obj: _Stoppable, enabled: bool = True) -> None:
-    """Have ``obj.stop()`` called at interpreter shutdown, before threads are joined.
+    """Have ``obj.stop(timeout=EXIT_STOP_TIMEOUT)`` called at interpreter shutdown.
+
+    It runs before the interpreter joins non-daemon threads.
 
     Holds ``obj`` weakly; ``enabled=False`` cancels the hook.
     """
@@ -269,6 +282,6 @@ def stop_at_exit(obj: _Stoppable, enabled: bool = True) -> None:
 def _run_exit_hooks() -> None:
     for obj in list(_exit_objects):
         try:
-            obj.stop()
+            obj.stop(timeout=EXIT_STOP_TIMEOUT)
         except Exception:
             log.exception("asyncfeed: stopping %r at interpreter exit failed", obj)

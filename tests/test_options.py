@@ -1,0 +1,65 @@
+"""Construction-time validation with exact messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import asyncfeed as af
+
+
+async def fetch(worker_id: int, batch_size: int) -> None:
+    return None
+
+
+def make(**overrides: Any) -> af.Feed:
+    kwargs: dict[str, Any] = {"blobs": ["x"], "batch_size": 4}
+    kwargs.update(overrides)
+    return af.Feed(fetch, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"batch_size": 0}, r"^batch_size must be >= 1, got 0$"),
+        ({"batch_size": -3}, r"^batch_size must be >= 1, got -3$"),
+        ({"batch_size": 2**40}, r"^batch_size must be <= 2147483647, got 1099511627776$"),
+        ({"batch_size": 1.5}, r"^batch_size must be an int, got 1.5$"),
+        ({"batch_size": True}, r"^batch_size must be an int, got True$"),
+        ({"concurrency": 0}, r"^concurrency must be >= 1, got 0$"),
+        ({"max_buffered_chunks": 0}, r"^max_buffered_chunks must be >= 1, got 0$"),
+        ({"prefetch_batches": 0}, r"^prefetch_batches must be >= 1, got 0$"),
+        ({"max_errors": -1}, r"^max_errors must be >= 0, got -1$"),
+        ({"blobs": []}, r"^blobs must name at least one blob, got \[\]$"),
+        ({"blobs": "data"}, r"^blobs must be a list of names, got 'data'$"),
+        ({"blobs": ["a", "a"]}, r"^blob names must be unique, got 'a' twice$"),
+        ({"blobs": ["a", ""]}, r"^blob names must be non-empty strings, got ''$"),
+        ({"blobs": ["a", 3]}, r"^blob names must be non-empty strings, got 3$"),
+        ({"source": ""}, r"^source must be a non-empty string, got ''$"),
+        ({"executor": "pool"}, r"^executor must be a concurrent.futures.Executor, got 'pool'$"),
+        ({"init_fun": 3}, r"^init_fun must be callable, got 3$"),
+        ({"rebatch": 1}, r"^rebatch must be a bool, got 1$"),
+        ({"log_interval": 0}, r"^log_interval must be a number > 0 or None, got 0$"),
+        (
+            {"external_loggers": [object()]},
+            r"^external logger <object .*> has no log\(dict\) method$",
+        ),
+    ],
+)
+def test_invalid_arguments(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(af.ConfigError, match=message):
+        make(**overrides)
+
+
+def test_fetcher_must_be_callable() -> None:
+    with pytest.raises(af.ConfigError, match=r"^the fetcher must be callable, got 'nope'$"):
+        af.Feed("nope", blobs=["x"], batch_size=1)  # type: ignore[arg-type]
+    with pytest.raises(af.ConfigError, match=r"^ordered must be a bool, got 'yes'$"):
+        af.Feed.from_keys([], fetch, blobs=["x"], batch_size=1, ordered="yes")  # type: ignore[arg-type]
+
+
+def test_valid_feed_repr() -> None:
+    feed = make(blobs=["a", "b"], batch_size=7)
+    assert repr(feed) == "<Feed seed source='train' blobs=['a', 'b'] batch_size=7 state=new>"
+    assert feed.blobs == ("a", "b") and feed.batch_size == 7 and feed.source == "train"

@@ -1,0 +1,156 @@
+"""The pure rebatcher: exact batches, order, one copy at most, no asyncio."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import asyncfeed.rebatch
+from asyncfeed import Batch, Rebatcher
+from tests.strategies import chunk_streams, make_chunk
+
+
+def test_rebatch_module_imports_no_concurrency() -> None:
+    tree = ast.parse(pathlib.Path(asyncfeed.rebatch.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & {"asyncio", "threading", "concurrent", "multiprocessing"}
+
+
+def ids_of(batch: Batch) -> list[int]:
+    return [int(v) for v in batch["ids"]]
+
+
+def test_exact_batches_from_odd_chunks_keep_row_order() -> None:
+    rb = Rebatcher(["ids"], 4)
+    out: list[Batch] = []
+    start = 0
+    for n in [3, 1, 6, 2, 5]:
+        out += rb.push([np.arange(start, start + n)])
+        start += n
+    assert [b.rows for b in out] == [4, 4, 4, 4]
+    assert sum((ids_of(b) for b in out), []) == list(range(16))
+    assert rb.pending_rows == 1
+    last = rb.flush()
+    assert last is not None and ids_of(last) == [16] and last.rows == 1
+    assert rb.flush() is None
+    assert [b.index for b in [*out, last]] == [0, 1, 2, 3, 4]
+
+
+def test_exact_batch_chunk_passes_through_without_copy() -> None:
+    rb = Rebatcher(["x"], 8)
+    chunk = np.arange(8.0)
+    (batch,) = rb.push([chunk])
+    assert batch["x"] is chunk or np.shares_memory(batch["x"], chunk)
+
+
+def test_large_chunk_yields_views_and_carries_the_rest() -> None:
+    rb = Rebatcher(["x"], 8)
+    chunk = np.arange(20)
+    batches = rb.push([chunk])
+    assert [b.rows for b in batches] == [8, 8]
+    assert all(np.shares_memory(b["x"], chunk) for b in batches)
+    assert rb.pending_rows == 4
+    tail = rb.flush()
+    assert tail is not None and not np.shares_memory(tail["x"], chunk)
+    assert list(tail["x"]) == [16, 17, 18, 19]
+
+
+def test_carried_rows_force_a_copy_into_a_fresh_buffer() -> None:
+    rb = Rebatcher(["x"], 4)
+    assert rb.push([np.arange(2)]) == []
+    chunk = np.arange(2, 6)
+    (batch,) = rb.push([chunk])
+    assert not np.shares_memory(batch["x"], chunk)
+    assert list(batch["x"]) == [0, 1, 2, 3]
+    # the next batch gets its own buffer: the delivered one is never overwritten
+    nxt, *_ = rb.push([np.arange(6, 12)])
+    assert list(batch["x"]) == [0, 1, 2, 3]
+    assert list(nxt["x"]) == [4, 5, 6, 7]
+
+
+def test_non_contiguous_chunks_are_copied_into_contiguous_batches() -> None:
+    rb = Rebatcher(["x"], 3)
+    base = np.arange(24).reshape(6, 4)
+    strided = base[:, ::2]  # not C-contiguous
+    batches = rb.push([strided])
+    assert [b.rows for b in batches] == [3, 3]
+    for b in batches:
+        assert b["x"].flags.c_contiguous
+    assert np.array_equal(np.concatenate([b["x"] for b in batches]), strided)
+
+
+def test_read_only_chunks_are_accepted() -> None:
+    rb = Rebatcher(["x"], 2)
+    arr = np.arange(3)
+    arr.flags.writeable = False
+    out = rb.push([arr])
+    assert [list(b["x"]) for b in out] == [[0, 1]]
+
+
+def test_rebatch_off_passes_chunks_as_they_come() -> None:
+    rb = Rebatcher(["x"], 4, rebatch=False)
+    assert [b.rows for b in rb.push([np.arange(7)])] == [7]
+    assert rb.push([np.arange(0)]) == []
+    assert rb.flush() is None
+
+
+def test_discard_returns_carried_rows() -> None:
+    rb = Rebatcher(["x"], 10)
+    rb.push([np.arange(7)])
+    assert rb.discard() == 7
+    assert rb.pending_rows == 0 and rb.flush() is None
+
+
+def test_batch_is_a_read_only_mapping() -> None:
+    rb = Rebatcher(["a", "b"], 2)
+    (batch,) = rb.push([np.zeros(2), np.ones(2)])
+    assert list(batch) == ["a", "b"] and len(batch) == 2
+    with pytest.raises(TypeError):
+        batch["a"] = np.zeros(2)  # type: ignore[index]
+    assert "rows=2" in repr(batch)
+
+
+def test_batch_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match=r"^batch_size must be >= 1, got 0$"):
+        Rebatcher(["x"], 0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(chunk_streams(), st.booleans())
+def test_property_every_row_once_in_order_in_exact_batches(stream, fortran) -> None:  # type: ignore[no-untyped-def]
+    batch_size, specs, sizes = stream
+    names = [f"b{i}" for i in range(len(specs))]
+    rb = Rebatcher(names, batch_size)
+    out: list[Batch] = []
+    start = 0
+    chunks = []
+    for n in sizes:
+        chunk = make_chunk(start, n, specs, fortran=fortran)
+        chunks.append(chunk)
+        out += rb.push(chunk)
+        start += n
+    assert all(b.rows == batch_size for b in out)
+    assert rb.pending_rows == start - batch_size * len(out) < batch_size
+    tail = rb.flush()
+    if tail is not None:
+        out.append(tail)
+    for i, name in enumerate(names):
+        got = np.concatenate([b[name] for b in out]) if out else None
+        nonempty = [c[i] for c in chunks if c[i].shape[0]]
+        want = np.concatenate(nonempty) if nonempty else None
+        if want is None:
+            assert got is None or got.shape[0] == 0
+            continue
+        assert got is not None
+        assert got.dtype == specs[i][0] and got.shape[1:] == specs[i][1]
+        assert np.array_equal(got, want)
