@@ -50,6 +50,11 @@ class ChunkSchema:
         A zero-row chunk is returned as is (the caller counts and skips it) once its arrays
         are well formed; it does not fix the schema.
         """
+        specs = self._specs
+        if specs is not None and type(chunk) in (list, tuple):
+            fast = self._check_fast(chunk, specs)  # type: ignore[arg-type]
+            if fast is not None:
+                return fast
         arrays = self._arrays(chunk, worker_id, key)
         rows = -1
         for name, arr in zip(self.blobs, arrays, strict=True):
@@ -91,6 +96,27 @@ class ChunkSchema:
                     f"dtype {dtype} and shape {fixed}"
                 )
         return arrays
+
+    @staticmethod
+    def _check_fast(
+        chunk: list[object] | tuple[object, ...],
+        specs: tuple[tuple[np.dtype[Any], tuple[int, ...]], ...],
+    ) -> Arrays | None:
+        """The common case, checked cheaply: None sends the chunk to the full check."""
+        if len(chunk) != len(specs):
+            return None
+        rows = -1
+        for arr, (dtype, trailing) in zip(chunk, specs, strict=True):
+            if type(arr) is not np.ndarray or arr.dtype != dtype:
+                return None
+            shape = arr.shape
+            if len(shape) != len(trailing) + 1 or shape[1:] != trailing:
+                return None
+            if rows < 0:
+                rows = shape[0]
+            elif shape[0] != rows:
+                return None
+        return tuple(chunk)  # type: ignore[arg-type]
 
     def _arrays(self, chunk: object, worker_id: int | None, key: Any) -> Arrays:
         if isinstance(chunk, Mapping):
