@@ -214,6 +214,7 @@ class Feed:
         self._error: BaseException | None = None
         self._error_seen = False
         self._stop_requested = False
+        self._stopping: concurrent.futures.Future[None] | None = None
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -367,6 +368,25 @@ class Feed:
             if self._state is FeedState.NEW:
                 self._state = FeedState.STOPPED
                 return
+            first = self._stopping is None
+            if first:
+                self._stopping = concurrent.futures.Future()
+            stopping = self._stopping
+        assert stopping is not None
+        if not first:  # another thread is stopping the feed: wait for it to finish
+            try:
+                stopping.result(timeout + 1.0)
+            except concurrent.futures.TimeoutError:
+                raise FeedTimeoutError(
+                    f"feed {self.source!r} did not stop within {timeout} s"
+                ) from None
+            return
+        try:
+            self._stop_on_loop(timeout)
+        finally:
+            stopping.set_result(None)
+
+    def _stop_on_loop(self, timeout: float) -> None:
         loop = self._loop
         if loop is None:  # stopped before it ever started
             return

@@ -218,8 +218,8 @@ def test_get_timeout_loses_nothing(counter: CounterSource) -> None:
         gate.release()
     got = [feed.get(timeout=5)["ids"].tolist() for _ in range(5)]
     assert got == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15], [16, 17, 18, 19]]
-    gate.release()
     feed.stop()
+    gate.release()  # frees the call that was waiting when the feed stopped
 
 
 async def test_cancelling_the_orchestrator_task_stops_the_feed(counter: CounterSource) -> None:
