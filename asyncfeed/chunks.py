@@ -97,6 +97,18 @@ class ChunkSchema:
                 )
         return arrays
 
+    def rows_if_valid(self, chunk: object) -> int:
+        """Rows ``chunk`` holds if it would pass :meth:`check`, else 0.
+
+        Leaves the schema as it is, so it is safe off the loop (abandoned calls' late results).
+        """
+        probe = ChunkSchema(self.blobs)
+        probe._specs = self._specs
+        try:
+            return int(probe.check(chunk)[0].shape[0])
+        except Exception:
+            return 0
+
     @staticmethod
     def _check_fast(
         chunk: list[object] | tuple[object, ...],

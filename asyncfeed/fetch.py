@@ -13,7 +13,7 @@ import inspect
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from concurrent.futures import Future as ConcurrentFuture
 from typing import Any, Final, Protocol, final
@@ -103,17 +103,6 @@ class ErrorBudget:
             type(exc).__name__,
             exc,
         )
-
-
-def _rows_of(result: object) -> int:
-    """Row count of an unchecked fetch result, 0 when it is not a well-formed chunk."""
-    try:
-        first = (
-            next(iter(result.values())) if isinstance(result, Mapping) else result[0]  # type: ignore[index]
-        )
-        return int(first.shape[0])
-    except Exception:
-        return 0
 
 
 @final
@@ -230,7 +219,7 @@ class Fetcher:
     def _count_late(self, cf: ConcurrentFuture[Any]) -> None:
         if cf.cancelled() or cf.exception() is not None:
             return
-        rows = _rows_of(cf.result())
+        rows = self.schema.rows_if_valid(cf.result())
         if rows:
             log.debug("dropping %d rows returned by an abandoned fetcher", rows)
             self.ledger.drop(rows, None, DropCause.ABANDONED)

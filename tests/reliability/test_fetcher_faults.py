@@ -220,3 +220,21 @@ async def test_fast_fetchers_and_a_slow_consumer_stay_within_the_buffers(
     await settle(flavour)
     assert_clean_end(feed, tracker, causes={"stop", "abandoned"}, issued=counter.issued)
 
+
+@pytest.mark.parametrize("late", ["bad", "ok"])
+async def test_the_late_result_of_an_abandoned_call_counts_only_if_it_is_a_chunk(
+    faulty: FaultyFetcher, counter: CounterSource, late: str
+) -> None:
+    # call 0 fixes the schema; call 1 hangs and its late result is malformed or good
+    faulty.at = {0: "ok"}
+    faulty.rates = {"hang": 1.0}
+    faulty.late = late
+    feed = af.Feed(faulty.sync_fetch, blobs=counter.blobs, batch_size=10**6, concurrency=1)
+    async with feed:
+        assert await to_thread(faulty.hanging.wait, 5, name="test-wait")
+    before = feed.stats()
+    faulty.release()
+    await settle("sync")
+    stats = assert_clean_end(feed, causes={"stop", "abandoned"}, issued=counter.issued)
+    late_rows = stats.dropped_by_cause.get("abandoned", 0)
+    assert late_rows == (0 if late == "bad" else stats.rows_fetched - before.rows_fetched)
