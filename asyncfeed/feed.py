@@ -291,6 +291,8 @@ class Feed:
         """Stop the feed and wait for it, within ``timeout`` seconds. Idempotent.
 
         Rows in flight are counted as dropped. Sync fetchers stuck in a call are abandoned.
+        Cancelling the caller meanwhile does not cut the stop short: the feed still stops
+        (within ``timeout``), then the cancellation goes on.
 
         Raises:
             FeedTimeoutError: the feed's tasks did not end within ``timeout``.
@@ -307,9 +309,12 @@ class Feed:
                 assert self._runner is not None
                 self._runner.cancel()
         runner = self._runner
+        cancelled: asyncio.CancelledError | None = None
         if runner is not None and not runner.done():
-            done, _ = await asyncio.wait({runner}, timeout=max(0.0, deadline - time.monotonic()))
-            if not done:
+            cancelled = await _wait_through_cancel(runner, deadline)
+            if not runner.done():
+                if cancelled is not None:
+                    raise cancelled
                 raise FeedTimeoutError(
                     f"feed {self.source!r} did not stop within {timeout} s; a fetcher may be "
                     "swallowing cancellation or blocking the event loop"
@@ -319,9 +324,11 @@ class Feed:
             self._drop_batches(DropCause.STOP)
             stop_at_exit(self, enabled=False)
             pool = self._own_pool
-            if pool is not None:
+            if pool is not None and cancelled is None:
                 remaining = max(0.0, deadline - time.monotonic())
                 await to_thread(pool.join, remaining, name=f"asyncfeed-{self.source}-join")
+        if cancelled is not None:
+            raise cancelled
         self._raise_unseen()
 
     def _raise_unseen(self) -> None:
@@ -686,6 +693,26 @@ class Feed:
         state = getattr(self, "_state", FeedState.STOPPED)
         if state in (FeedState.RUNNING, FeedState.STOPPING):
             _warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=2)
+
+
+async def _wait_through_cancel(
+    task: asyncio.Task[None], deadline: float
+) -> asyncio.CancelledError | None:
+    """Wait for ``task`` until ``deadline``, even when cancelled meanwhile.
+
+    A feed that is stopping finishes stopping first; the cancellation is returned for the
+    caller to re-raise once it has (None when there was none).
+    """
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            await asyncio.wait({task}, timeout=remaining)
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    return cancelled
 
 
 def _cancel_soon(task: asyncio.Task[Any]) -> None:

@@ -102,6 +102,37 @@ async def test_cancelling_the_orchestrator_task_stops_the_feed(
     assert_clean_end(feed, tracker, causes={"stop", "abandoned"}, issued=counter.issued)
 
 
+async def test_a_second_cancel_while_leaving_async_with_still_stops_the_feed() -> None:
+    cleaning = asyncio.Event()
+    release = asyncio.Event()
+
+    async def fetch(worker_id: int, batch_size: int) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cleaning.set()
+            await release.wait()  # async clean-up on cancel (closing a session, say)
+            raise
+
+    feed = af.Feed(fetch, blobs=["x"], batch_size=4, concurrency=1)
+
+    async def orchestrator() -> None:
+        async with feed:
+            await anext(feed)
+
+    task = asyncio.create_task(orchestrator())
+    await asyncio.sleep(0)
+    task.cancel()
+    await cleaning.wait()  # the feed is stopping: __aexit__ waits for the runner
+    task.cancel()  # e.g. a TaskGroup or a timeout cancelling once more
+    await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert feed.state is af.FeedState.STOPPED  # the close completed before the cancel went on
+    assert_clean_end(feed)
+
+
 async def test_asyncio_timeout_around_the_consumer(
     faulty: FaultyFetcher, counter: CounterSource, flavour: str
 ) -> None:
@@ -181,10 +212,10 @@ def test_get_timeouts_while_stalled_lose_nothing(counter: CounterSource) -> None
         gate.release()
         gate.release()
         tracker.add(feed.get(timeout=5))
-    gate.release()
-    gate.release()
     with timed():
-        feed.stop()
+        feed.stop()  # both fetch threads are blocked in the gate: abandoned
+    gate.release()
+    gate.release()
     join_threads("asyncfeed-train-fetch")
     assert_clean_end(feed, tracker, causes={"stop", "abandoned"}, issued=counter.issued)
     assert tracker.rows == 120
