@@ -1,0 +1,122 @@
+"""stop() racing everything: other stoppers, start-up, init_fun, a failing fetcher, a flush."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+
+import asyncfeed as af
+from tests.reliability.faults import (
+    CounterSource,
+    FaultyFetcher,
+    Injected,
+    Tracker,
+    assert_clean_end,
+    consume_sync,
+    join_threads,
+    timed,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def run_threads(n: int, target: Any) -> list[BaseException | None]:
+    """Run ``target()`` on ``n`` threads released together; return what each raised."""
+    barrier = threading.Barrier(n)
+    outcome: list[BaseException | None] = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            target()
+        except BaseException as exc:
+            outcome[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive()
+    return outcome
+
+
+def test_stop_from_eight_threads_while_consumers_wait_in_get(
+    faulty: FaultyFetcher, counter: CounterSource, flavour: str
+) -> None:
+    feed = af.Feed(faulty.fetch(flavour), blobs=counter.blobs, batch_size=8, concurrency=4)
+    tracker = Tracker(8)
+    feed.start()
+    consume_sync(feed, tracker, 400)
+    getters: list[BaseException] = []
+
+    def getter() -> None:
+        try:
+            while True:
+                tracker.add(feed.get(timeout=10))
+        except af.AsyncFeedError as exc:
+            getters.append(exc)
+
+    threads = [threading.Thread(target=getter) for _ in range(2)]
+    for t in threads:
+        t.start()
+    with timed():
+        outcome = run_threads(8, feed.stop)
+    for t in threads:
+        t.join(5)
+    assert outcome == [None] * 8
+    assert len(getters) == 2 and all(isinstance(e, af.FeedExhausted) for e in getters)
+    join_threads("asyncfeed-train-fetch")
+    assert_clean_end(feed, tracker, causes={"stop", "abandoned"}, issued=counter.issued)
+
+
+@pytest.mark.parametrize("attempt", range(10))
+def test_a_fetch_error_racing_stop_is_raised_exactly_once_or_never_happens(
+    counter: CounterSource, flavour: str, attempt: int
+) -> None:
+    faulty = FaultyFetcher(counter, at={0: "raise"})
+    feed = af.Feed(faulty.fetch(flavour), blobs=counter.blobs, batch_size=8, concurrency=1)
+    feed.start()
+    outcome = run_threads(4, feed.stop)
+    join_threads("asyncfeed-train-fetch")
+    raised = [e for e in outcome if e is not None]
+    stats = assert_clean_end(feed, causes=set())
+    assert len(raised) == stats.fetch_errors  # seen once, by one stopper, or never failed
+    assert all(isinstance(e, af.FetchError) and isinstance(e.__cause__, Injected) for e in raised)
+    feed.stop()  # and a later stop is quiet
+
+
+@pytest.mark.parametrize("attempt", range(10))
+def test_start_and_stop_from_two_threads_at_once(counter: CounterSource, attempt: int) -> None:
+    async def fetch(worker_id: int, batch_size: int) -> list[np.ndarray]:
+        await asyncio.sleep(0)
+        return counter.chunk(2)
+
+    feed = af.Feed(fetch, blobs=counter.blobs, batch_size=4)
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def starter() -> None:
+        barrier.wait()
+        try:
+            feed.start()
+        except af.FeedStateError as exc:  # stop() won: the feed never ran
+            errors.append(exc)
+
+    def stopper() -> None:
+        barrier.wait()
+        feed.stop()
+
+    threads = [threading.Thread(target=starter), threading.Thread(target=stopper)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    feed.stop()  # whoever won, a stop after both returned leaves nothing running
+    assert feed.state is af.FeedState.STOPPED
+    assert all("this one is stopped" in str(e) for e in errors)
+    assert_clean_end(feed)
