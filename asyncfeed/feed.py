@@ -259,13 +259,14 @@ class Feed:
 
     def _open(self) -> None:
         """Start the runner task on the running loop (NEW → RUNNING)."""
+        loop = asyncio.get_running_loop()
         with self._lock:
             if self._state is not FeedState.NEW:
                 raise FeedStateError(
                     f"a feed starts once; this one is {self._state.value} (create a new Feed)"
                 )
             self._state = FeedState.RUNNING
-        loop = asyncio.get_running_loop()
+            self._loop = loop  # from here on, stop() goes through the loop
         try:
             self._sq = attach_source(
                 self._opts.source,
@@ -275,6 +276,7 @@ class Feed:
             )
         except BaseException:
             self._state = FeedState.STOPPED
+            self._loop = None
             raise
         self._stage = RebatchStage(
             self._sq.channel,
@@ -284,7 +286,6 @@ class Feed:
             drop_last=self._opts.drop_last,
             on_starved=self._on_starved,
         )
-        self._loop = loop
         self._runner = loop.create_task(self._run(), name=f"asyncfeed-{self.source}-runner")
 
     async def aclose(self, *, timeout: float = 5.0) -> None:
@@ -350,6 +351,8 @@ class Feed:
                 f"a feed starts once; this one is {self._state.value} (create a new Feed)"
             )
         portal = acquire_loop_thread()
+        with self._lock:
+            self._portal = portal  # a stop() racing the start-up gives it back
 
         async def open_on_loop() -> None:
             self._open()
@@ -357,9 +360,11 @@ class Feed:
         try:
             portal.submit(open_on_loop()).result(timeout)
         except BaseException:
-            release_loop_thread(portal, timeout)
+            with self._lock:
+                mine, self._portal = self._portal, None
+            if mine is not None:
+                release_loop_thread(portal, timeout)
             raise
-        self._portal = portal
         stop_at_exit(self)
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import asyncfeed as af
+import asyncfeed.feed as feed_module
 from tests.reliability.faults import (
     CounterSource,
     FaultyFetcher,
@@ -69,7 +70,10 @@ def test_stop_from_eight_threads_while_consumers_wait_in_get(
     for t in threads:
         t.join(5)
     assert outcome == [None] * 8
-    assert len(getters) == 2 and all(isinstance(e, af.FeedExhausted) for e in getters)
+    # a getter parked in get() ends with FeedExhausted; one that calls get() once the
+    # private loop is gone gets FeedStateError
+    ended = (af.FeedExhausted, af.FeedStateError)
+    assert len(getters) == 2 and all(isinstance(e, ended) for e in getters)
     join_threads("asyncfeed-train-fetch")
     assert_clean_end(feed, tracker, causes={"stop", "abandoned"}, issued=counter.issued)
 
@@ -88,6 +92,50 @@ def test_a_fetch_error_racing_stop_is_raised_exactly_once_or_never_happens(
     assert len(raised) == stats.fetch_errors  # seen once, by one stopper, or never failed
     assert all(isinstance(e, af.FetchError) and isinstance(e.__cause__, Injected) for e in raised)
     feed.stop()  # and a later stop is quiet
+
+
+def test_stop_during_start_up_stops_the_feed(
+    monkeypatch: pytest.MonkeyPatch, counter: CounterSource
+) -> None:
+    """stop() from another thread while start() is inside the feed's start-up on its loop."""
+    in_start_up = threading.Event()
+    stop_progressed = threading.Event()  # stop() returned, or handed its work to the loop
+    real_attach = feed_module.attach_source
+    real_submit = asyncio.run_coroutine_threadsafe
+
+    def slow_attach(*args: Any, **kwargs: Any) -> Any:
+        in_start_up.set()
+        assert stop_progressed.wait(5)
+        return real_attach(*args, **kwargs)
+
+    def submit(coro: Any, loop: asyncio.AbstractEventLoop) -> Any:
+        if getattr(coro, "__qualname__", "").endswith("aclose"):
+            stop_progressed.set()
+        return real_submit(coro, loop)
+
+    monkeypatch.setattr(feed_module, "attach_source", slow_attach)
+    monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", submit)
+
+    async def fetch(worker_id: int, batch_size: int) -> list[np.ndarray]:
+        await asyncio.sleep(0)
+        return counter.chunk(2)
+
+    feed = af.Feed(fetch, blobs=counter.blobs, batch_size=4)
+    starter = threading.Thread(target=feed.start)
+    starter.start()
+    assert in_start_up.wait(5)
+
+    def stop() -> None:
+        feed.stop()
+        stop_progressed.set()
+
+    stopper = threading.Thread(target=stop)
+    stopper.start()
+    starter.join(5)
+    stopper.join(5)
+    assert feed.state is af.FeedState.STOPPED
+    assert not any(t.name == "asyncfeed-loop" for t in threading.enumerate())
+    assert_clean_end(feed)
 
 
 @pytest.mark.parametrize("attempt", range(10))
