@@ -51,6 +51,17 @@ class FetchOneFn(Protocol):
     def __call__(self, key: Any, /) -> Any: ...
 
 
+def _stop_if_cancelled() -> None:
+    """Raise CancelledError when this task was cancelled but the fetcher swallowed it.
+
+    A fetcher that catches the cancellation and returns (a bare ``except:`` retry, say)
+    must not keep its worker running: the stop it swallowed still applies.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def is_async_callable(fn: object) -> bool:
     """True for ``async def`` functions, partials of them, and objects with async __call__."""
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
@@ -156,6 +167,7 @@ class Fetcher:
     async def run_seed_worker(self, worker_id: int, batch_size: int) -> None:
         """Call ``fn(worker_id, batch_size)`` forever, queueing every chunk it returns."""
         while True:
+            _stop_if_cancelled()
             arrays = await self._fetch((worker_id, batch_size), worker_id, None)
             if arrays is None:
                 await asyncio.sleep(0)  # a fetcher with nothing to give must not starve the loop
@@ -172,6 +184,7 @@ class Fetcher:
                 seq, key = await keys.get()
             except ChannelClosed:
                 return
+            _stop_if_cancelled()
             arrays = await self._fetch((key,), None, key)
             if reorder is not None:
                 await reorder.wait_turn(seq)
@@ -236,6 +249,7 @@ class Fetcher:
         chunk: Chunk = (arrays, rows, origin)
         self.ledger.fetch(rows)
         try:
+            _stop_if_cancelled()
             if not self.chunks.put_nowait(chunk):
                 start = time.perf_counter()
                 await self.chunks.put(chunk)

@@ -1,4 +1,5 @@
-"""stop() from awkward states: inside init_fun, during a keyed source's final flush."""
+"""stop() from awkward states: inside init_fun, during a keyed source's final flush, and
+with a fetcher that resists cancellation."""
 
 from __future__ import annotations
 
@@ -141,3 +142,50 @@ async def test_a_keyed_source_ends_and_delivers_its_flushed_batch_after_a_stall(
                 await asyncio.sleep(0)  # the stage runs ahead and flushes meanwhile
     assert tracker.partial and tracker.rows == 25
     assert_clean_end(feed, tracker, causes=set(), issued=25)
+
+
+async def test_a_fetcher_that_swallows_one_cancel_still_lets_the_feed_stop(
+    counter: CounterSource,
+) -> None:
+    swallowed = asyncio.Event()
+
+    async def sloppy(worker_id: int, batch_size: int) -> list[np.ndarray]:
+        try:
+            await asyncio.get_running_loop().create_future()
+        except BaseException:  # a bare-except retry loop: swallows the cancel, returns
+            swallowed.set()
+        return counter.chunk(3)
+
+    feed = af.Feed(sloppy, blobs=counter.blobs, batch_size=4, concurrency=2)
+    await feed.__aenter__()
+    await asyncio.sleep(0)
+    with timed():
+        await feed.aclose()
+    assert swallowed.is_set()
+    assert_clean_end(feed, causes={"stop"}, issued=counter.issued)
+
+
+async def test_a_fetcher_that_resists_cancellation_makes_stop_time_out_not_hang(
+    counter: CounterSource,
+) -> None:
+    release = asyncio.Event()
+    resisted = asyncio.Event()
+
+    async def stubborn(worker_id: int, batch_size: int) -> list[np.ndarray]:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                resisted.set()  # swallows every cancel until released
+        return counter.chunk(3)
+
+    feed = af.Feed(stubborn, blobs=counter.blobs, batch_size=4, concurrency=1)
+    await feed.__aenter__()
+    await asyncio.sleep(0)
+    with timed(0.5 + 1.0), pytest.raises(af.FeedTimeoutError, match=r"did not stop within 0\.5 s"):
+        await feed.aclose(timeout=0.5)
+    assert resisted.is_set() and feed.state is af.FeedState.STOPPING
+    release.set()
+    with timed():
+        await feed.aclose()  # once the fetcher lets go, a second close completes
+    assert_clean_end(feed, causes={"stop"}, issued=counter.issued)
