@@ -14,7 +14,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
+from concurrent.futures import BrokenExecutor, Executor
 from concurrent.futures import Future as ConcurrentFuture
 from typing import Any, Final, Protocol, final
 
@@ -78,7 +78,9 @@ class ErrorBudget:
 
     ``max_errors=None`` stops on the first failure: a :class:`ChunkError` (or any other
     asyncfeed error) as it is, anything else as :class:`FetchError` chained to it. With
-    ``max_errors=N`` failures are logged and skipped until more than N occurred.
+    ``max_errors=N`` failures are logged and skipped until more than N occurred. A broken
+    executor (``BrokenExecutor``: a dead worker process, or one shut down under the feed)
+    never recovers, so it stops the feed whatever the budget.
     """
 
     __slots__ = ("counters", "max_errors")
@@ -90,7 +92,7 @@ class ErrorBudget:
     def __call__(self, exc: Exception, worker_id: int | None, key: Any) -> None:
         origin = describe_origin(worker_id, key)
         budget = self.max_errors
-        if budget is None:
+        if budget is None or isinstance(exc, BrokenExecutor):
             if isinstance(exc, AsyncFeedError):
                 raise exc
             raise FetchError(
@@ -218,7 +220,12 @@ class Fetcher:
             coro: Awaitable[Any] = self.fn(*args)
             return coro
         assert self._executor is not None
-        cf = self._executor.submit(self.fn, *args)
+        try:
+            cf = self._executor.submit(self.fn, *args)
+        except BrokenExecutor:
+            raise
+        except RuntimeError as exc:  # "cannot schedule new futures after shutdown"
+            raise BrokenExecutor(f"{self._executor!r} refused the call: {exc}") from exc
         return self._await_abandonable(cf)
 
     async def _await_abandonable(self, cf: ConcurrentFuture[Any]) -> Any:
