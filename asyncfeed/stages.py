@@ -27,9 +27,20 @@ class RebatchStage:
 
     Rows stay in ``Stage.REBATCHING`` while the rebatcher carries them or a finished batch
     waits in the outbox for room in the batch channel; :meth:`discard` drops them at stop.
+    A chunk of more than ``batch_size`` rows is pushed a batch at a time, each batch emitted
+    before the next is cut, so a huge chunk neither blocks the loop nor piles up batches.
     """
 
-    __slots__ = ("_outbox", "batches", "chunks", "drop_last", "ledger", "on_starved", "rebatcher")
+    __slots__ = (
+        "_outbox",
+        "_unpushed",
+        "batches",
+        "chunks",
+        "drop_last",
+        "ledger",
+        "on_starved",
+        "rebatcher",
+    )
 
     def __init__(
         self,
@@ -48,6 +59,7 @@ class RebatchStage:
         self.drop_last: Final = drop_last
         self.on_starved: Final = on_starved
         self._outbox: deque[Batch] = deque()
+        self._unpushed = 0  # rows of the current chunk not yet pushed into the rebatcher
 
     async def run(self) -> None:
         """Run until the chunk queue is closed and drained, then flush and close the output."""
@@ -63,9 +75,18 @@ class RebatchStage:
             except ChannelClosed:
                 break
             ledger.move(rows, Stage.QUEUED, Stage.REBATCHING)
-            self._outbox.extend(self.rebatcher.push(arrays))
-            if self._outbox:
-                await self._emit()
+            step = self.rebatcher.batch_size
+            if rows <= step or not self.rebatcher.rebatch:
+                self._outbox.extend(self.rebatcher.push(arrays))
+                if self._outbox:
+                    await self._emit()
+                continue
+            for pos in range(0, rows, step):
+                self._unpushed = max(0, rows - pos - step)
+                self._outbox.extend(self.rebatcher.push([a[pos : pos + step] for a in arrays]))
+                if self._outbox:
+                    await self._emit()
+            self._unpushed = 0
         last = self.rebatcher.flush()
         if last is not None:
             if self.drop_last:
@@ -86,8 +107,9 @@ class RebatchStage:
 
     def discard(self, cause: DropCause) -> None:
         """Drop every row the stage holds (carried or waiting in the outbox)."""
-        held = self.rebatcher.discard() + sum(b.rows for b in self._outbox)
+        held = self.rebatcher.discard() + sum(b.rows for b in self._outbox) + self._unpushed
         self._outbox.clear()
+        self._unpushed = 0
         self.ledger.drop(held, Stage.REBATCHING, cause)
 
 

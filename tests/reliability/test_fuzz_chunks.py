@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import asyncfeed as af
-from tests.reliability.faults import Tracker, assert_clean_end
+from tests.reliability.faults import Tracker, assert_clean_end, timed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -208,3 +208,31 @@ async def test_valid_odd_layouts_are_accepted_and_copied_correctly(
             tracker.add(await anext(feed))  # checks x == ids row by row
     assert sorted(tracker.seen) == list(range(tracker.rows))
     assert_clean_end(feed, tracker, issued=210)
+
+
+@pytest.mark.timeout(20)
+async def test_a_chunk_with_a_huge_first_dimension_neither_hangs_nor_piles_up() -> None:
+    rows = 10**12  # zero-stride: no memory behind it, but 10**9 batches' worth of rows
+    huge = [
+        np.broadcast_to(np.arange(1, dtype=np.int64), (rows,)),
+        np.broadcast_to(np.zeros((1, 4), np.float32), (rows, 4)),
+    ]
+    served = asyncio.Event()
+
+    async def fetch(worker_id: int, batch_size: int) -> list[np.ndarray] | None:
+        if served.is_set():
+            return None
+        served.set()
+        return huge
+
+    feed = af.Feed(fetch, blobs=BLOBS, batch_size=1000, concurrency=1, prefetch_batches=2)
+    async with feed:
+        for _ in range(5):
+            batch = await anext(feed)
+            assert batch.rows == 1000 and not batch["ids"].any()
+        stats = feed.stats()
+        assert stats.rows_batched <= 2 * 1000  # the prefetch bound holds: no pile of batches
+        with timed():
+            await feed.aclose()
+    stats = assert_clean_end(feed)
+    assert stats.rows_fetched == rows and stats.dropped_by_cause == {"stop": rows - 5000}
