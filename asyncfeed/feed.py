@@ -592,6 +592,7 @@ class Feed:
             counters=self._counters,
             executor=executor,
             on_error=ErrorBudget(opts.max_errors, self._counters),
+            stop_cause=self._stop_cause,
         )
         if self._keys is None:
             for wid in self.worker_ids:
@@ -617,6 +618,10 @@ class Feed:
         )
         for i in range(opts.concurrency):
             tg.create_task(key_worker(), name=f"asyncfeed-{opts.source}-worker-{i}")
+
+    def _stop_cause(self) -> DropCause:
+        """Why rows held by a cancelled stage are dropped: a requested stop, or a failure."""
+        return DropCause.STOP if self._stop_requested else DropCause.ERROR
 
     def _on_starved(self) -> None:
         """The rebatch stage found the chunk queue empty: warn if the consumer waits too."""

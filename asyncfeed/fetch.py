@@ -129,6 +129,8 @@ class Fetcher:
         executor: where a sync ``fn`` runs; unused for an async one.
         on_error: called with (exception, worker_id, key) for every failed fetch or bad
             chunk; raises to stop the feed, returns to skip.
+        stop_cause: why a worker cancelled while it holds a chunk drops its rows (the feed
+            stopping, or failing); default :attr:`DropCause.STOP`.
     """
 
     __slots__ = (
@@ -141,6 +143,7 @@ class Fetcher:
         "ledger",
         "on_error",
         "schema",
+        "stop_cause",
     )
 
     def __init__(
@@ -153,6 +156,7 @@ class Fetcher:
         counters: FeedCounters,
         executor: Executor | None,
         on_error: ErrorPolicy,
+        stop_cause: Callable[[], DropCause] = lambda: DropCause.STOP,
     ) -> None:
         self.fn: Final = fn
         self._is_async: Final = is_async_callable(fn)
@@ -164,6 +168,7 @@ class Fetcher:
         self.chunks: Final = chunks
         self.counters: Final = counters
         self.on_error: Final = on_error
+        self.stop_cause: Final = stop_cause
         self._warned_empty = False
 
     async def run_seed_worker(self, worker_id: int, batch_size: int) -> None:
@@ -265,7 +270,7 @@ class Fetcher:
             self.ledger.drop(rows, Stage.QUEUED, DropCause.STOP)
             return False
         except BaseException:
-            self.ledger.drop(rows, Stage.QUEUED, DropCause.STOP)
+            self.ledger.drop(rows, Stage.QUEUED, self.stop_cause())
             raise
         self.counters.enqueue_count += 1
         return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 
+import numpy as np
 import pytest
 
 import asyncfeed as af
@@ -238,3 +239,29 @@ async def test_the_late_result_of_an_abandoned_call_counts_only_if_it_is_a_chunk
     stats = assert_clean_end(feed, causes={"stop", "abandoned"}, issued=counter.issued)
     late_rows = stats.dropped_by_cause.get("abandoned", 0)
     assert late_rows == (0 if late == "bad" else stats.rows_fetched - before.rows_fetched)
+
+
+async def test_rows_held_by_parked_workers_are_dropped_as_error_when_the_feed_fails(
+    counter: CounterSource,
+) -> None:
+    fail = asyncio.Event()
+    first: list[int] = []
+
+    async def fetch(worker_id: int, batch_size: int) -> list[np.ndarray]:
+        first.append(worker_id) if not first else None
+        if worker_id == first[0]:
+            await fail.wait()
+            raise Injected("late failure")
+        return counter.chunk(2)
+
+    feed = af.Feed(fetch, blobs=counter.blobs, batch_size=4, concurrency=4, max_buffered_chunks=2)
+    await feed.__aenter__()
+    while feed.stats().rows_queued < 2 * 2 + 2 * 2:  # queue full, two workers parked on it
+        await asyncio.sleep(0)
+    fail.set()
+    while feed.state is af.FeedState.RUNNING:
+        await asyncio.sleep(0)  # the feed fails on its own, no stop requested
+    with pytest.raises(af.FetchError, match="late failure"):
+        await feed.aclose()
+    stats = assert_clean_end(feed, causes={"error"}, issued=counter.issued)
+    assert stats.dropped_by_cause == {"error": stats.rows_fetched}
