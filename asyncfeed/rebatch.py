@@ -14,6 +14,8 @@ from typing import Final, final
 
 import numpy as np
 
+from .errors import ConfigError
+
 __all__ = ["Batch", "Rebatcher"]
 
 
@@ -101,9 +103,7 @@ class Rebatcher:
         while pos < rows:
             buffers = self._buffers
             if buffers is None:
-                buffers = self._buffers = [
-                    np.empty((bs, *a.shape[1:]), dtype=a.dtype) for a in arrays
-                ]
+                buffers = self._buffers = self._allocate(arrays)
             take = min(bs - self._fill, rows - pos)
             end = self._fill + take
             for buf, a in zip(buffers, arrays, strict=True):
@@ -132,6 +132,24 @@ class Rebatcher:
         self._buffers = None
         self._fill = 0
         return dropped
+
+    def _allocate(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """A fresh batch buffer per blob.
+
+        Raises:
+            ConfigError: ``batch_size`` rows of a blob do not fit in memory.
+        """
+        bs = self.batch_size
+        buffers = []
+        for name, a in zip(self._blobs, arrays, strict=True):
+            try:
+                buffers.append(np.empty((bs, *a.shape[1:]), dtype=a.dtype))
+            except (MemoryError, ValueError) as exc:  # ValueError: larger than the address space
+                raise ConfigError(
+                    f"batch_size={bs} is too large for blob {name!r} ({a.dtype} rows of shape "
+                    f"{a.shape[1:]}, {a[:1].nbytes} bytes each): {exc}"
+                ) from exc
+        return buffers
 
     def _batch(self, arrays: Sequence[np.ndarray], rows: int) -> Batch:
         index = self._next_index

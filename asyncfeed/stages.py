@@ -59,7 +59,7 @@ class RebatchStage:
         self.drop_last: Final = drop_last
         self.on_starved: Final = on_starved
         self._outbox: deque[Batch] = deque()
-        self._unpushed = 0  # rows of the current chunk not yet pushed into the rebatcher
+        self._unpushed = 0  # rows of the current chunk the rebatcher has not taken yet
 
     async def run(self) -> None:
         """Run until the chunk queue is closed and drained, then flush and close the output."""
@@ -77,16 +77,18 @@ class RebatchStage:
             ledger.move(rows, Stage.QUEUED, Stage.REBATCHING)
             step = self.rebatcher.batch_size
             if rows <= step or not self.rebatcher.rebatch:
+                self._unpushed = rows
                 self._outbox.extend(self.rebatcher.push(arrays))
+                self._unpushed = 0
                 if self._outbox:
                     await self._emit()
                 continue
             for pos in range(0, rows, step):
-                self._unpushed = max(0, rows - pos - step)
+                self._unpushed = rows - pos
                 self._outbox.extend(self.rebatcher.push([a[pos : pos + step] for a in arrays]))
+                self._unpushed = max(0, rows - pos - step)
                 if self._outbox:
                     await self._emit()
-            self._unpushed = 0
         last = self.rebatcher.flush()
         if last is not None:
             if self.drop_last:

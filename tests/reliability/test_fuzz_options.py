@@ -1,5 +1,6 @@
 """Fuzzed constructor arguments: each invalid one gets a ConfigError naming the argument and
-the offending value; valid ones construct."""
+the offending value; valid ones construct; a batch_size too large for the rows it must hold
+fails with a ConfigError naming it, not a raw MemoryError."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import asyncfeed as af
+from asyncfeed.bridge import to_thread
 from asyncfeed.options import MAX_BATCH_SIZE
+from tests.reliability.faults import assert_clean_end, timed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -109,3 +112,28 @@ def test_valid_arguments_construct_a_new_feed(
     assert feed.state is af.FeedState.NEW and feed.blobs == tuple(blobs)
     assert len(set(feed.worker_ids)) == concurrency
     feed.stop()
+
+
+@pytest.mark.parametrize("api", ["async", "sync"])
+async def test_a_batch_size_too_large_for_its_rows_is_a_config_error(api: str) -> None:
+    async def wide(worker_id: int, batch_size: int) -> list[np.ndarray]:
+        return [np.zeros((1, 2**20))]  # 8 MiB rows: one batch would need 16 PiB
+
+    feed = af.Feed(wide, blobs=["x"], batch_size=MAX_BATCH_SIZE, concurrency=1)
+    pattern = rf"^batch_size={MAX_BATCH_SIZE} is too large for blob 'x' \(float64 rows of "
+    with timed(), pytest.raises(af.ConfigError, match=pattern) as info:
+        if api == "async":
+            async with feed:
+                await anext(feed)
+        else:
+            await to_thread(_sync_run, feed, name="test-sync-run")
+    assert isinstance(info.value.__cause__, MemoryError)
+    assert_clean_end(feed, causes={"error"})
+
+
+def _sync_run(feed: af.Feed) -> None:
+    feed.start()
+    try:
+        feed.get(timeout=5)
+    finally:
+        feed.stop()
