@@ -30,7 +30,7 @@ from typing import Any, Final, final
 from .errors import ConfigError, FeedStateError, FeedTimeoutError
 from .feed import Feed
 from .fetch import FetchFn
-from .options import check_blobs
+from .options import check_blobs, check_positive_int
 from .sinks import BlobsQueue, QueuePerBlob, Sink
 from .sinks.caffe2 import C2_QUEUE_CAPACITY, Caffe2Sink, load_caffe2
 from .stats import ExternalLogger, report
@@ -217,6 +217,19 @@ def init_data_input_workers(
     Raises:
         ConfigError: an invalid argument, or a ``net`` without an importable Caffe2.
     """
+    # Checked under the classic names, before a Caffe2 net gets any op.
+    if not callable(fetch_fun):
+        raise ConfigError(f"fetch_fun must be callable, got {fetch_fun!r}")
+    for name, value in (
+        ("batch_size", batch_size),
+        ("num_worker_threads", num_worker_threads),
+        ("max_buffered_batches", max_buffered_batches),
+    ):
+        check_positive_int(name, value)
+    if not isinstance(input_source_name, str) or not input_source_name:
+        raise ConfigError(
+            f"input_source_name must be a non-empty string, got {input_source_name!r}"
+        )
     if batch_columns is not None and any(c != 0 for c in batch_columns):
         raise ConfigError(
             f"batch_columns other than 0 are not supported, got {list(batch_columns)}"

@@ -91,9 +91,10 @@ class Feed:
         log_interval: seconds between stats log lines and external-logger calls; None: never.
         external_loggers: objects with ``log(dict)`` called every ``log_interval``.
         sink: hand every batch to ``sink.put`` on a dedicated thread instead of delivering
-            it to ``async for`` / ``get()`` (see ``asyncfeed.sinks``). Stopping the feed
-            closes the sink; the sink's reader closing it stops the feed (rows not taken
-            are counted as ``sink_closed``); a finite feed closes it after its last batch.
+            it to ``async for`` / ``get()`` (see ``asyncfeed.sinks``); up to 4 batches wait
+            for that thread besides the sink's own capacity. Stopping the feed closes the
+            sink; the sink's reader closing it stops the feed (rows not taken are counted
+            as ``sink_closed``); a finite feed closes it after its last batch.
 
     Consume with ``async with feed: async for batch in feed: ...`` on the caller's loop, or
     ``feed.start()``, ``feed.get()`` / ``for batch in feed``, ``feed.stop()`` from

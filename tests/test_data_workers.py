@@ -345,7 +345,18 @@ def test_unsupported_arguments_are_refused() -> None:
         init_data_input_workers(object(), ["a"], fetch, 4)
     with pytest.raises(af.ConfigError, match=r"^batch_size must be >= 1, got 0$"):
         init_data_input_workers(None, ["a"], fetch, 0)
+    with pytest.raises(af.ConfigError, match=r"^num_worker_threads must be >= 1, got 0$"):
+        init_data_input_workers(None, ["a"], fetch, 4, num_worker_threads=0)
     assert not data_workers._coordinator._entries
+
+
+def test_a_bad_argument_adds_no_op_to_the_caffe2_net(monkeypatch: pytest.MonkeyPatch) -> None:
+    c2, ws, core, _ = caffe2_double()
+    monkeypatch.setattr(data_workers, "load_caffe2", lambda: c2)
+    net = Net(core)
+    with pytest.raises(af.ConfigError, match=r"^max_buffered_batches must be >= 1, got 0$"):
+        init_data_input_workers(net, ["a"], print, 4, max_buffered_batches=0)
+    assert net.ops == [] and ws.blobs == {}
 
 
 def test_with_a_caffe2_net_the_caffe2_sink_uses_the_current_scope(
