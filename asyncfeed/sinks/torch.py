@@ -129,6 +129,9 @@ class TorchSink:
     staging slot, with the batch it was filled from, is kept until the event of the copy
     that read it has completed.
 
+    ``put`` is meant for one producer thread (a feed's bridge thread); ``get`` may be called
+    from any thread.
+
     Raises:
         ConfigError: torch is missing, the device is unknown or unavailable, or ``capacity``
             or ``pin_memory`` is invalid.
