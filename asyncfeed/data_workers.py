@@ -87,7 +87,8 @@ class GlobalCoordinator:
     def stop(self, *, timeout: float = 5.0) -> bool:
         """Stop every feed, each within ``timeout`` s; True when every worker ended.
 
-        Closing the sinks wakes every reader and writer blocked on them. Feeds that ended
+        Closing the sinks wakes every reader and writer blocked on them. A sync fetcher
+        stuck in a call is abandoned on its daemon thread, not waited for. Feeds that ended
         are forgotten (their worker ids stay in :meth:`get_worker_ids`, as in Caffe2).
 
         Raises:
