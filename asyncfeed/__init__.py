@@ -4,18 +4,26 @@ Fetchers stream chunks of numpy arrays through bounded queues into a rebatcher t
 batches of exactly ``batch_size`` rows, consumed with ``async for`` or from synchronous code.
 """
 
+from .decode import ImageOptions as ImageOptions
 from .errors import AsyncFeedError as AsyncFeedError
 from .errors import ChunkError as ChunkError
 from .errors import ConfigError as ConfigError
+from .errors import DecodeError as DecodeError
 from .errors import FeedExhausted as FeedExhausted
 from .errors import FeedStateError as FeedStateError
 from .errors import FeedTimeoutError as FeedTimeoutError
 from .errors import FetchError as FetchError
+from .errors import HttpError as HttpError
 from .errors import SinkError as SinkError
 from .feed import Feed as Feed
 from .feed import FeedState as FeedState
+from .files import FileFetcher as FileFetcher
+from .files import iter_files as iter_files
+from .http import HttpFetcher as HttpFetcher
 from .rebatch import Batch as Batch
 from .rebatch import Rebatcher as Rebatcher
+from .retry import Retry as Retry
+from .service import ImageService as ImageService
 from .stats import DropCause as DropCause
 from .stats import ExternalLogger as ExternalLogger
 from .stats import FeedStats as FeedStats
@@ -27,6 +35,7 @@ __all__ = [
     "Batch",
     "ChunkError",
     "ConfigError",
+    "DecodeError",
     "DropCause",
     "ExternalLogger",
     "Feed",
@@ -36,6 +45,13 @@ __all__ = [
     "FeedStats",
     "FeedTimeoutError",
     "FetchError",
+    "FileFetcher",
+    "HttpError",
+    "HttpFetcher",
+    "ImageOptions",
+    "ImageService",
     "Rebatcher",
+    "Retry",
     "SinkError",
+    "iter_files",
 ]
