@@ -54,7 +54,8 @@ def synthetic_image(index: int, size: int, classes: int = 10) -> np.ndarray:
     waves = np.sin((label + 2) * 3.0 * ramp + rng.uniform(0, 2 * np.pi))
     image = base[None, None, :] * (0.6 + 0.4 * waves[:, :, None])
     image += rng.normal(0.0, 8.0, size=(size, size, 1)).astype(np.float32)
-    return np.clip(image, 0, 255).astype(np.uint8)
+    pixels: np.ndarray = np.clip(image, 0, 255).astype(np.uint8)
+    return pixels
 
 
 def _encode(array: np.ndarray, fmt: str, quality: int) -> bytes:
