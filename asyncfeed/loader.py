@@ -138,7 +138,7 @@ class Loader:
         assert isinstance(pool, DaemonThreadPool)
         pool.shutdown(wait=False, cancel_futures=True)
         if not await to_thread(pool.join, POOL_JOIN_TIMEOUT, name=f"asyncfeed-{self._kind}-join"):
-            log.warning("%s decode threads still busy after %.1f s", self._kind, POOL_JOIN_TIMEOUT)
+            log.debug("%s: decode threads still in a call finish on their own", self._kind)
 
     def _pool_size(self, feed: Feed | None) -> int:
         """Threads of the default pool."""
