@@ -146,7 +146,7 @@ def measure_cpu_bound(seconds: float = 3.0) -> dict[str, Any]:
     """Sequential GET (no latency) plus decode on one thread, and that times the cores."""
     with serve_in_subprocess(0.0) as template:
         one_thread = asyncio.run(_sequential(template, seconds))
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))
     return {"one_thread": one_thread, "cores": cores, "cpu_bound": one_thread * cores}
 
 
