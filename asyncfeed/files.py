@@ -21,7 +21,7 @@ import numpy as np
 
 from .decode import ImageOptions, decode_image
 from .errors import ConfigError, DecodeError, FetchError
-from .loader import _NO_LABEL, Loader, chunk_of, split_key
+from .loader import NO_LABEL, Loader, chunk_of, split_key
 from .options import check_positive_int
 
 if TYPE_CHECKING:
@@ -172,12 +172,12 @@ class FileFetcher(Loader):
             raise
         if isinstance(value, dict):
             named = value if many else {name: a[None] for name, a in value.items()}
-            if label is not _NO_LABEL:
+            if label is not NO_LABEL:
                 rows = next(iter(named.values())).shape[0] if named else 1
                 named["label"] = np.full(rows, label)
             return named
         if not many:
             return chunk_of(value, label)
-        if label is _NO_LABEL:
+        if label is NO_LABEL:
             return [value]
         return [value, np.full(value.shape[0] if value.ndim else 1, label)]

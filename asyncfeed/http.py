@@ -166,8 +166,13 @@ class HttpFetcher(Loader):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state.update(_session=None, _stats=HostStats())
+        state.update(_session=None)
+        del state["_stats"]  # holds a lock; a fresh one is made on unpickling
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._stats = HostStats()
 
     # -- fetching -------------------------------------------------------------------------
 

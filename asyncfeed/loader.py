@@ -26,28 +26,28 @@ from .errors import ConfigError, FeedStateError, FetchError
 if TYPE_CHECKING:
     from .feed import Feed
 
-__all__ = ["Loader", "SeedFetch", "chunk_of", "split_key"]
+__all__ = ["NO_LABEL", "Loader", "SeedFetch", "chunk_of", "split_key"]
 
 log = logging.getLogger("asyncfeed.loader")
 
 T = TypeVar("T")
 
-_NO_LABEL: Final = object()
+NO_LABEL: Final = object()
 POOL_JOIN_TIMEOUT: Final = 5.0
 
 
 def split_key(key: Any, location: str) -> tuple[Any, Any]:
-    """``(location, label)`` of a key; the label is ``_NO_LABEL`` when the key has none.
+    """``(location, label)`` of a key; the label is ``NO_LABEL`` when the key has none.
 
     Raises:
         FetchError: the key is neither a location nor a record holding one.
     """
     if isinstance(key, str | os.PathLike):
-        return key, _NO_LABEL
+        return key, NO_LABEL
     if isinstance(key, tuple | list) and len(key) == 2:
         return key[0], key[1]
     if isinstance(key, Mapping) and location in key:
-        return key[location], key.get("label", _NO_LABEL)
+        return key[location], key.get("label", NO_LABEL)
     raise FetchError(
         f"key {key!r} is not a {location}, a ({location}, label) pair or a mapping with "
         f"{location!r} (and 'label')",
@@ -57,7 +57,7 @@ def split_key(key: Any, location: str) -> tuple[Any, Any]:
 
 def chunk_of(item: np.ndarray, label: Any) -> list[np.ndarray]:
     """A one-row chunk holding ``item``, and ``label`` when the key carried one."""
-    if label is _NO_LABEL:
+    if label is NO_LABEL:
         return [item[None]]
     return [item[None], np.asarray(label)[None]]
 

@@ -43,7 +43,7 @@ def serve_in_subprocess(
     latency_ms: float, *, count: int = COUNT, size: int = SIZE
 ) -> Iterator[str]:
     """Run the image service in a child process; yield its URL template."""
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -56,21 +56,20 @@ def serve_in_subprocess(
         ],
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = re.search(r"at (http://\S+)", line)
-        if match is None:
-            raise RuntimeError(f"the image service did not start: {line!r}")
-        yield match.group(1)
-    finally:
-        proc.send_signal(signal.SIGINT)
+    ) as proc:
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            match = re.search(r"at (http://\S+)", line)
+            if match is None:
+                raise RuntimeError(f"the image service did not start: {line!r}")
+            yield match.group(1)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 async def _stream(template: str, concurrency: int, seconds: float, warmup: float) -> dict[str, Any]:

@@ -44,24 +44,23 @@ def test_demo_runs_and_summarises() -> None:
 
 @pytest.mark.timeout(90)
 def test_demo_stops_cleanly_on_ctrl_c_with_the_summary() -> None:
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "asyncfeed", "demo", "--seconds", "60", "--error-rate", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        seen = ""
-        while "rows [" not in seen or "k rows" not in seen:  # streaming for a while
-            char = proc.stderr.read(1)
-            assert char, f"the demo ended early: {seen}"
-            seen += char
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=20)
-    finally:
-        proc.kill()
-        proc.wait()
+    ) as proc:
+        try:
+            assert proc.stderr is not None
+            seen = ""
+            while "rows [" not in seen or "k rows" not in seen:  # streaming for a while
+                char = proc.stderr.read(1)
+                assert char, f"the demo ended early: {seen}"
+                seen += char
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=20)
+        finally:
+            proc.kill()
     assert proc.returncode == 130
     assert ", interrupted" in out.splitlines()[0]
     check_summary(out)
@@ -71,25 +70,26 @@ def test_demo_stops_cleanly_on_ctrl_c_with_the_summary() -> None:
 def test_serve_images_serves_a_folder_until_ctrl_c(tmp_path: Path) -> None:
     for i in range(3):
         (tmp_path / f"{i}.png").write_bytes(png_bytes(synthetic_image(i, 8)))
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "asyncfeed", "serve-images", "--dir", str(tmp_path)],
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = re.fullmatch(r"serving 3 images at (http://127\.0\.0\.1:\d+/img/\{i\}) .*\n", line)
-        assert match, line
-        template = match.group(1)
-        with urllib.request.urlopen(template.format(i=4), timeout=10) as resp:
-            assert resp.headers["Content-Type"] == "image/png"
-            assert resp.read() == (tmp_path / "1.png").read_bytes()
-        with urllib.request.urlopen(template.rsplit("/img/", 1)[0] + "/", timeout=10) as resp:
-            assert json.load(resp)["count"] == 3
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=20)
-    finally:
-        proc.kill()
-        proc.wait()
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            pattern = r"serving 3 images at (http://127\.0\.0\.1:\d+/img/\{i\}) .*\n"
+            match = re.fullmatch(pattern, line)
+            assert match, line
+            template = match.group(1)
+            with urllib.request.urlopen(template.format(i=4), timeout=10) as resp:
+                assert resp.headers["Content-Type"] == "image/png"
+                assert resp.read() == (tmp_path / "1.png").read_bytes()
+            index = template.rsplit("/img/", 1)[0] + "/"
+            with urllib.request.urlopen(index, timeout=10) as resp:
+                assert json.load(resp)["count"] == 3
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=20)
+        finally:
+            proc.kill()
     assert proc.returncode == 0 and out.strip() == "stopped"
