@@ -120,7 +120,7 @@ class FileFetcher(Loader):
         executor: Executor | None = None,
         threads: int | None = None,
     ) -> None:
-        super().__init__(executor=executor, decode_threads=threads)
+        super().__init__(executor=executor, decode_threads=threads, threads_arg="threads")
         if image is not None and not isinstance(image, ImageOptions):
             raise ConfigError(f"image must be an ImageOptions, got {image!r}")
         if arrays not in ("row", "chunk"):

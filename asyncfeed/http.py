@@ -48,6 +48,7 @@ MiB: Final = 1 << 20
 DEFAULT_TIMEOUT: Final = aiohttp.ClientTimeout(total=60.0, connect=10.0, sock_read=20.0)
 DEFAULT_LIMIT: Final = 64  # connections when opened outside a feed
 IMAGE_TYPES: Final = ("image/", "application/octet-stream")
+ERROR_BODY_READ: Final = 64 << 10
 
 
 class _Failed(Exception):
@@ -258,6 +259,9 @@ class HttpFetcher(Loader):
                 retry_after = None
                 if status in (429, 503):
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                length = resp.content_length
+                if length is not None and length <= ERROR_BODY_READ:
+                    await resp.read()  # a short error body: read it so the connection is reused
                 raise _Failed(
                     "status",
                     f"HTTP {status} {resp.reason or ''}".rstrip(),

@@ -69,16 +69,23 @@ class Loader:
         executor: runs decoding; not shut down by the fetcher. Default: a pool of
             ``decode_threads`` daemon threads owned by the fetcher.
         decode_threads: size of the default pool (default: the number of CPUs).
+        threads_arg: the subclass's name for ``decode_threads``, for error messages.
     """
 
     _kind = "fetcher"
 
-    def __init__(self, *, executor: Executor | None, decode_threads: int | None) -> None:
+    def __init__(
+        self,
+        *,
+        executor: Executor | None,
+        decode_threads: int | None,
+        threads_arg: str = "decode_threads",
+    ) -> None:
         if executor is not None and not isinstance(executor, Executor):
             raise ConfigError(f"executor must be a concurrent.futures.Executor, got {executor!r}")
         threads = decode_threads if decode_threads is not None else (os.cpu_count() or 1)
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ConfigError(f"decode_threads must be an int >= 1, got {decode_threads!r}")
+            raise ConfigError(f"{threads_arg} must be an int >= 1, got {decode_threads!r}")
         self._executor = executor
         self._decode_threads = threads
         self._pool: Executor | None = None

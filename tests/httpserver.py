@@ -85,6 +85,7 @@ class FaultServer:
         self.peak = 0
         self.latency = 0.0
         self.streamed = 0
+        self.peers: set[object] = set()  # client (host, port) pairs: one per connection
         self.release = asyncio.Event()  # set at teardown: parked /slow handlers return
         self._runner: web.AppRunner | None = None
 
@@ -114,6 +115,8 @@ class FaultServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         self.hits[path] += 1
+        assert request.transport is not None
+        self.peers.add(request.transport.get_extra_info("peername"))
         self.times.setdefault(path, []).append(time.monotonic())
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)

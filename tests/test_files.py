@@ -135,3 +135,5 @@ def test_file_fetcher_is_validated() -> None:
         af.FileFetcher(arrays="rows")  # type: ignore[arg-type]
     with pytest.raises(af.ConfigError, match=r"^image must be an ImageOptions, got 3$"):
         af.FileFetcher(image=3)  # type: ignore[arg-type]
+    with pytest.raises(af.ConfigError, match=r"^threads must be an int >= 1, got 0$"):
+        af.FileFetcher(threads=0)

@@ -210,6 +210,16 @@ async def test_concurrency_is_reached_and_bounded_by_the_connector(
     assert fault_server.peak == 16
 
 
+async def test_keep_alive_reuses_one_connection_also_after_an_error_status(
+    fault_server: FaultServer,
+) -> None:
+    fault_server.plan("/png/6", ("status", 503), ("status", 500))
+    keys = [fault_server.url(f"/png/{i}") for i in range(8)]
+    batches, _ = await collect(keys, af.HttpFetcher(retry=FAST), batch_size=8, concurrency=1)
+    assert batches[0].rows == 8 and sum(fault_server.hits.values()) == 10
+    assert len(fault_server.peers) == 1
+
+
 async def test_session_is_created_on_open_and_closed_after_stop(fault_server: FaultServer) -> None:
     fetcher = af.HttpFetcher()
     assert fetcher.session is None
