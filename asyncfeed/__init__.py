@@ -1,7 +1,9 @@
 """asyncfeed: an asyncio streaming input pipeline for training data.
 
 Fetchers stream chunks of numpy arrays through bounded queues into a rebatcher that emits
-batches of exactly ``batch_size`` rows, consumed with ``async for`` or from synchronous code.
+batches of exactly ``batch_size`` rows, consumed with ``async for``, from synchronous code, or
+handed to a sink (``asyncfeed.sinks``) on a dedicated thread. ``asyncfeed.data_workers`` keeps
+Caffe2's classic API.
 """
 
 from .decode import ImageOptions as ImageOptions
@@ -14,6 +16,7 @@ from .errors import FeedStateError as FeedStateError
 from .errors import FeedTimeoutError as FeedTimeoutError
 from .errors import FetchError as FetchError
 from .errors import HttpError as HttpError
+from .errors import RecordError as RecordError
 from .errors import SinkError as SinkError
 from .feed import Feed as Feed
 from .feed import FeedState as FeedState
@@ -24,6 +27,9 @@ from .rebatch import Batch as Batch
 from .rebatch import Rebatcher as Rebatcher
 from .retry import Retry as Retry
 from .service import ImageService as ImageService
+from .sinks import BlobsQueue as BlobsQueue
+from .sinks import Sink as Sink
+from .sinks import TorchSink as TorchSink
 from .stats import DropCause as DropCause
 from .stats import ExternalLogger as ExternalLogger
 from .stats import FeedStats as FeedStats
@@ -33,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncFeedError",
     "Batch",
+    "BlobsQueue",
     "ChunkError",
     "ConfigError",
     "DecodeError",
@@ -51,7 +58,10 @@ __all__ = [
     "ImageOptions",
     "ImageService",
     "Rebatcher",
+    "RecordError",
     "Retry",
+    "Sink",
     "SinkError",
+    "TorchSink",
     "iter_files",
 ]

@@ -1,12 +1,11 @@
-"""Feed → torch training loop on CPU, with images streamed over HTTP.
+"""Feed → torch sink → training loop, with images streamed over HTTP.
 
-Each batch's numpy arrays become tensors without a copy (``torch.from_numpy``); the training
-step runs in a worker thread so the event loop keeps fetching while the model trains::
+The feed runs on the event loop and hands every batch to a :class:`asyncfeed.TorchSink`
+(pinned staging and an asynchronous copy on CUDA; zero-copy ``torch.from_numpy`` on the
+CPU). The training loop is ordinary blocking code in its own thread: it calls
+``sink.get()`` and trains, while the loop keeps fetching::
 
     python examples/torch_training.py
-
-(The dedicated torch sink, with pinned staging buffers and CUDA streams, replaces the
-hand-off below once it lands; this loop is what it does on CPU.)
 """
 
 from __future__ import annotations
@@ -32,20 +31,27 @@ def make_model() -> torch.nn.Module:
     )
 
 
-async def main() -> None:
+def train(sink: af.TorchSink, device: torch.device) -> None:
+    """A plain training loop: one batch from the sink per step."""
     torch.set_num_threads(1)
-    model = make_model()
+    model = make_model().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-
-    def step(batch: af.Batch) -> float:
-        images = torch.from_numpy(batch["data"]).permute(0, 3, 1, 2).float().div_(255.0)
-        labels = torch.from_numpy(batch["label"])
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
+    for step in range(STEPS):
+        batch = sink.get(timeout=30)
+        if batch is None:  # the feed stopped
+            return
+        images = batch["data"].permute(0, 3, 1, 2).float().div_(255.0)  # NHWC uint8 → NCHW
+        loss = torch.nn.functional.cross_entropy(model(images), batch["label"])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        return float(loss.item())
+        if step % 20 == 0:
+            print(f"step {step:4d}  loss {loss.item():.3f}")
 
+
+async def main() -> None:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sink = af.TorchSink(device, capacity=4)
     async with af.ImageService(count=300, size=128, latency_ms=10, error_rate=0.01) as service:
         fetcher = af.HttpFetcher(image=af.ImageOptions(size=(64, 64)))
         feed = af.Feed(
@@ -55,18 +61,14 @@ async def main() -> None:
             concurrency=32,
             max_errors=100,  # skip the rare image that fails all its retries
             log_interval=None,
+            sink=sink,
         )
         async with feed:
-            async for batch in feed:
-                loss = await asyncio.to_thread(step, batch)
-                if batch.index % 20 == 0:
-                    print(f"step {batch.index:4d}  loss {loss:.3f}")
-                if batch.index + 1 >= STEPS:
-                    break
+            await asyncio.to_thread(train, sink, device)  # the loop keeps fetching meanwhile
         stats = feed.stats()
         retries = sum(h["retries"] for h in stats.hosts.values())
         print(
-            f"{stats.rows_delivered} images, {stats.inputs_per_sec:.0f} images/s, "
+            f"{STEPS} steps on {device}: {stats.rows_delivered} images delivered, "
             f"{retries} retries, {stats.fetch_errors} skipped"
         )
 

@@ -18,7 +18,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
     [
         ("http_images.py", "200 images in 7 batches"),
         ("orchestrator.py", "trained 500 steps; session still open: True"),
-        ("torch_training.py", "3840 images, "),
+        ("torch_training.py", "120 steps on "),
     ],
 )
 def test_example_runs_to_completion(name: str, last_line: str) -> None:
