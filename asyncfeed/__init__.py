@@ -11,6 +11,7 @@ from .errors import FeedExhausted as FeedExhausted
 from .errors import FeedStateError as FeedStateError
 from .errors import FeedTimeoutError as FeedTimeoutError
 from .errors import FetchError as FetchError
+from .errors import RemoteTraceback as RemoteTraceback
 from .errors import SinkError as SinkError
 from .feed import Feed as Feed
 from .feed import FeedState as FeedState
@@ -37,5 +38,6 @@ __all__ = [
     "FeedTimeoutError",
     "FetchError",
     "Rebatcher",
+    "RemoteTraceback",
     "SinkError",
 ]

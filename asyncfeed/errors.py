@@ -10,6 +10,7 @@ derive from the builtin that callers already catch::
     ├── FeedStateError(RuntimeError)   an operation the feed's lifecycle does not allow now
     ├── FeedExhausted                  get() on a finite feed that delivered its last batch
     ├── FeedTimeoutError(TimeoutError) get() or stop() ran past its timeout
+    ├── RemoteTraceback                the traceback text of an exception raised in a worker process
     └── SinkError                      a sink refused a batch for a reason other than being closed
 
 All of them pickle, so they cross process-pool boundaries intact.
@@ -27,6 +28,7 @@ __all__ = [
     "FeedStateError",
     "FeedTimeoutError",
     "FetchError",
+    "RemoteTraceback",
     "SinkError",
 ]
 
@@ -53,6 +55,22 @@ class FeedExhausted(AsyncFeedError):
 
 class FeedTimeoutError(AsyncFeedError, TimeoutError):
     """``get()`` or ``stop()`` did not complete within its timeout."""
+
+
+class RemoteTraceback(AsyncFeedError):
+    """The formatted traceback of an exception raised in a worker process (``processes=N``).
+
+    When the original exception is re-raised in the feed's process it carries this as its
+    ``__cause__``, so the worker's stack shows in the consumer's traceback. It stands in for
+    the original when that could not be pickled. ``str()`` is the traceback text.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text.rstrip()}\n"""'
 
 
 class SinkError(AsyncFeedError):

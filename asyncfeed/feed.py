@@ -38,6 +38,7 @@ from .errors import (
 from .fetch import ErrorBudget, Fetcher, FetchFn, FetchOneFn, is_async_callable, next_worker_id
 from .keys import Keys, Reorderer, check_shard
 from .options import FeedOptions
+from .procs import ProcessOptions, WorkerPool
 from .queues import Channel, ChannelClosed, SourceQueue, attach_source, detach_source
 from .rebatch import Batch, Rebatcher
 from .stages import RebatchStage, dispatch_keys, log_every
@@ -88,6 +89,15 @@ class Feed:
             failures (counted) and stops once more than N occurred.
         log_interval: seconds between stats log lines and external-logger calls; None: never.
         external_loggers: objects with ``log(dict)`` called every ``log_interval``.
+        processes: None runs the fetchers in this process; N runs them in N worker
+            processes, each with its own event loop and its share of ``concurrency`` (sync
+            fetchers on a thread pool inside each). Chunks come back to this process, where
+            checking, rebatching and accounting happen as usual. The fetcher must be
+            picklable and create its sessions lazily, in the loop that runs it.
+        start_method: how worker processes start: ``"spawn"`` (default), ``"forkserver"``
+            or ``"fork"`` (no pickling needed).
+        worker_init: ``worker_init(worker_index)``, called once in each worker process
+            before it fetches (per-process sessions, RNG seeds); may be async.
 
     Consume with ``async with feed: async for batch in feed: ...`` on the caller's loop, or
     ``feed.start()``, ``feed.get()`` / ``for batch in feed``, ``feed.stop()`` from
@@ -114,6 +124,9 @@ class Feed:
         max_errors: int | None = None,
         log_interval: float | None = 60.0,
         external_loggers: Sequence[ExternalLogger] = (),
+        processes: int | None = None,
+        start_method: str | None = None,
+        worker_init: Callable[[int], Any] | None = None,
     ) -> None:
         options = FeedOptions.check(
             blobs=blobs,
@@ -130,7 +143,16 @@ class Feed:
             log_interval=log_interval,
             external_loggers=external_loggers,
         )
-        self._setup(fetch, options, keys=None)
+        procs = ProcessOptions.check(
+            fetch,
+            processes=processes,
+            start_method=start_method,
+            worker_init=worker_init,
+            concurrency=options.concurrency,
+            executor=executor,
+            source=options.source,
+        )
+        self._setup(fetch, options, keys=None, procs=procs)
 
     @classmethod
     def from_keys(
@@ -153,6 +175,9 @@ class Feed:
         max_errors: int | None = None,
         log_interval: float | None = 60.0,
         external_loggers: Sequence[ExternalLogger] = (),
+        processes: int | None = None,
+        start_method: str | None = None,
+        worker_init: Callable[[int], Any] | None = None,
     ) -> Feed:
         """A finite (or endless) feed over ``keys``: ``fetch_one(key)`` returns one chunk.
 
@@ -160,7 +185,9 @@ class Feed:
         order, holding at most ``concurrency`` finished chunks for reordering.
         ``shard=(rank, world_size)`` takes every ``world_size``-th key from ``rank``. After
         the last key the final partial batch is delivered (or dropped with ``drop_last``)
-        and iteration ends. A keyed feed's chunk queue is its own, never shared.
+        and iteration ends. A keyed feed's chunk queue is its own, never shared. With
+        ``processes=N`` this process still iterates, shards and orders the keys, and hands
+        each to a worker process; keys must then be picklable.
 
         Raises:
             ConfigError: for any invalid argument.
@@ -182,8 +209,17 @@ class Feed:
             log_interval=log_interval,
             external_loggers=external_loggers,
         )
+        procs = ProcessOptions.check(
+            fetch_one,
+            processes=processes,
+            start_method=start_method,
+            worker_init=worker_init,
+            concurrency=options.concurrency,
+            executor=executor,
+            source=options.source,
+        )
         feed = cls.__new__(cls)
-        feed._setup(fetch_one, options, keys=(keys, ordered, check_shard(shard)))
+        feed._setup(fetch_one, options, keys=(keys, ordered, check_shard(shard)), procs=procs)
         return feed
 
     def _setup(
@@ -191,12 +227,15 @@ class Feed:
         fn: Callable[..., Any],
         options: FeedOptions,
         keys: tuple[Keys, bool, tuple[int, int]] | None,
+        procs: ProcessOptions | None = None,
     ) -> None:
         if not callable(fn):
             raise ConfigError(f"the fetcher must be callable, got {fn!r}")
         self._fn = fn
         self._opts = options
         self._keys = keys
+        self._procs = procs
+        self._pool: WorkerPool | None = None
         self._state = FeedState.NEW
         self._lock = threading.Lock()
         self.worker_ids: tuple[int, ...] = (
@@ -534,16 +573,19 @@ class Feed:
             if self._opts.init_fun is not None:
                 await self._call_init(self._opts.init_fun)
             async with asyncio.TaskGroup() as tg:
-                self._start_producers(tg)
+                services = self._start_producers(tg)  # run until the stage ends
                 last = tg.create_task(self._stage.run(), name=f"asyncfeed-{self.source}-rebatch")
-                logger = None
                 if self._opts.log_interval is not None:
-                    logger = tg.create_task(
-                        log_every(self._opts.log_interval, self.stats, self._opts.external_loggers)
+                    services.append(
+                        tg.create_task(
+                            log_every(
+                                self._opts.log_interval, self.stats, self._opts.external_loggers
+                            )
+                        )
                     )
                 await asyncio.wait({last})
-                if logger is not None:
-                    logger.cancel()
+                for service in services:
+                    service.cancel()
         except asyncio.CancelledError:
             if not self._stop_requested:
                 self._fail(FeedStateError(f"feed {self.source!r} was cancelled by its event loop"))
@@ -564,16 +606,25 @@ class Feed:
         except Exception as exc:
             raise FetchError(f"init_fun {init_fun!r} failed: {type(exc).__name__}: {exc}") from exc
 
-    def _start_producers(self, tg: asyncio.TaskGroup) -> None:
+    def _start_producers(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
+        """Create the fetch tasks; return the service tasks to cancel once the stage ends."""
         assert self._sq is not None
         opts = self._opts
         executor = opts.executor
-        if executor is None and not is_async_callable(self._fn):
+        fn = self._fn
+        services: list[asyncio.Task[None]] = []
+        if self._procs is not None:  # fetch calls go to worker processes
+            pool = self._pool = WorkerPool(
+                self._procs, source=opts.source, worker_ids=self.worker_ids
+            )
+            services.append(tg.create_task(pool.run(), name=f"asyncfeed-{opts.source}-procs"))
+            fn = pool.fetch if self._keys is None else pool.fetch_one
+        elif executor is None and not is_async_callable(fn):
             executor = self._own_pool = DaemonThreadPool(
                 opts.concurrency, f"asyncfeed-{opts.source}-fetch"
             )
         fetcher = Fetcher(
-            self._fn,
+            fn,
             schema=self._sq.schema,
             ledger=self._sq.ledger,
             chunks=self._sq.channel,
@@ -587,7 +638,7 @@ class Feed:
                     fetcher.run_seed_worker(wid, opts.batch_size),
                     name=f"asyncfeed-{opts.source}-worker-{wid}",
                 )
-            return
+            return services
         keys, ordered, shard = self._keys
         key_channel: Channel[tuple[int, Any]] = Channel(opts.concurrency)
         reorder = Reorderer() if ordered else None
@@ -605,6 +656,7 @@ class Feed:
         )
         for i in range(opts.concurrency):
             tg.create_task(key_worker(), name=f"asyncfeed-{opts.source}-worker-{i}")
+        return services
 
     def _on_starved(self) -> None:
         """The rebatch stage found the chunk queue empty: warn if the consumer waits too."""
@@ -680,6 +732,7 @@ class Feed:
             mean_fetch_time=c.fetch_time / calls if calls else 0.0,
             mean_enqueue_time=c.enqueue_time / c.enqueue_count if c.enqueue_count else 0.0,
             time_elapsed=time.monotonic() - c.started,
+            hosts=self._pool.host_stats() if self._pool is not None else {},
         )
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
