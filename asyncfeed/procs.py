@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any, Final, final
 
+from . import wire
 from .errors import ConfigError, FetchError, RemoteTraceback
 from .options import check_positive_int
 from .wire import (
@@ -41,10 +42,8 @@ from .wire import (
     CALL,
     ERROR,
     FATAL,
-    INLINE_MAX_BYTES,
     NONE,
     OBJECT,
-    RING_BYTES,
     STATS,
     STOP,
     Link,
@@ -125,7 +124,7 @@ class ProcessOptions:
             worker_init=worker_init,
             threads=math.ceil(concurrency / n),
             source=source,
-            inline_max=INLINE_MAX_BYTES,
+            inline_max=wire.INLINE_MAX_BYTES,
         )
         return cls(processes=n, start_method=method, spec=spec)
 
@@ -159,7 +158,8 @@ class WorkerPool:
         source: the feed's source name, for process and thread names.
         worker_ids: seed-style worker ids; id ``worker_ids[i]`` runs in process
             ``i % processes``. Empty for keyed feeds.
-        ring_bytes, inline_max: transport settings (benchmarks compare them).
+        ring_bytes: size of each worker's shared-memory ring; None: ``wire.RING_BYTES``;
+            0: every chunk travels inline.
     """
 
     def __init__(
@@ -168,12 +168,12 @@ class WorkerPool:
         *,
         source: str,
         worker_ids: Sequence[int] = (),
-        ring_bytes: int = RING_BYTES,
+        ring_bytes: int | None = None,
     ) -> None:
         self._opts: Final = options
         self._source: Final = source
         self._owner: Final = {wid: i % options.processes for i, wid in enumerate(worker_ids)}
-        self._ring_bytes: Final = ring_bytes
+        self._ring_bytes: Final = wire.RING_BYTES if ring_bytes is None else ring_bytes
         self._workers: list[_Worker] = []
         self._started = asyncio.Event()
         self._fatal: asyncio.Future[FetchError] | None = None
@@ -277,6 +277,7 @@ class WorkerPool:
         spec: bytes | WorkerSpec = opts.spec if fork else pickle.dumps(opts.spec)
         tid = threading.get_ident()
         feed_fds: list[int] = []  # with fork, children inherit these and must close them
+        parent_pid = None if opts.start_method == "forkserver" else os.getpid()
         try:
             for i in range(opts.processes):
                 parent, child = socket.socketpair()
@@ -288,7 +289,7 @@ class WorkerPool:
                     self._send_ring(w, loop, tid)
                     proc = ctx.Process(
                         target=worker_main,
-                        args=(i, child, spec, tuple(feed_fds)),
+                        args=(i, child, spec, tuple(feed_fds), parent_pid),
                         name=f"asyncfeed-{self._source}-proc-{i}",
                         daemon=True,
                     )

@@ -60,8 +60,8 @@ ERROR: Final = 14  # (ERROR, request id, pickled exception | None, traceback tex
 FATAL: Final = 15  # (FATAL, what failed, traceback text)
 STATS: Final = 16  # (STATS, {host: {name: value}})
 
-INLINE_MAX_BYTES: Final = 32 * 1024  # chunk data up to this size travels in the frame
-RING_BYTES: Final = 64 * 1024 * 1024  # per worker; pages are touched only as slots are used
+INLINE_MAX_BYTES = 32 * 1024  # chunk data up to this size travels in the frame
+RING_BYTES = 64 * 1024 * 1024  # per worker; pages are touched only as slots are used
 ALIGN: Final = 64
 
 _PREFIX: Final = struct.Struct("<IQ")
@@ -199,11 +199,13 @@ class Ring:
     def _released_cb(self, start: int, nbytes: int) -> Callable[[Any], None]:
         def released(_: Any) -> None:
             self._leases.pop(start, None)
-            if threading.get_ident() == self._tid:
-                self._queue_free(start, nbytes)
+            if self.mm is None:  # the worker is gone: nobody to tell
                 return
             try:
-                self._loop.call_soon_threadsafe(self._queue_free, start, nbytes)
+                if threading.get_ident() == self._tid:
+                    self._queue_free(start, nbytes)
+                else:
+                    self._loop.call_soon_threadsafe(self._queue_free, start, nbytes)
             except RuntimeError:  # the loop is closed: the worker is gone too
                 pass
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import inspect
 import logging
 import mmap
@@ -20,6 +21,7 @@ import os
 import pickle
 import signal
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -52,6 +54,7 @@ __all__ = ["WorkerSpec", "worker_main"]
 log = logging.getLogger("asyncfeed.procs")
 
 STATS_INTERVAL: Final = 0.5
+_PR_SET_PDEATHSIG: Final = 1
 CLOSE_TIMEOUT: Final = 1.0
 
 
@@ -67,10 +70,15 @@ class WorkerSpec:
 
 
 def worker_main(
-    index: int, sock: socket.socket, spec: bytes | WorkerSpec, close_fds: tuple[int, ...]
+    index: int,
+    sock: socket.socket,
+    spec: bytes | WorkerSpec,
+    close_fds: tuple[int, ...],
+    parent_pid: int | None,
 ) -> None:
     """Process target: serve fetch calls until told to stop or the feed's process is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
     for fd in close_fds:  # with fork: the feed's ends of the sockets, so EOF reaches us
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -89,6 +97,24 @@ def worker_main(
         )
         return
     asyncio.run(_Server(index, sock, loaded, fds[0] if fds else None).run())
+
+
+def _die_with_parent(parent_pid: int | None) -> None:
+    """On Linux, have the kernel kill this worker when its parent dies, even mid-call.
+
+    The socket's end of file stops a worker whose loop runs; this also stops one whose loop
+    is blocked. ``parent_pid`` None (forkserver) skips the check for a parent already gone.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before we asked
 
 
 def _as_arrays(result: object) -> tuple[list[np.ndarray], list[Any] | None] | None:
