@@ -23,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import math
 import mmap
 import os
 import pickle
 import struct
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final, final
 
@@ -67,6 +69,7 @@ ALIGN: Final = 64
 _PREFIX: Final = struct.Struct("<IQ")
 _SCRATCH: Final = 256 * 1024
 _BIG: Final = 64 * 1024  # payloads above this are received straight into their own buffer
+_PIECE: Final = 256 * 1024  # large payloads are written this much at a time
 
 Layout = list[tuple[Any, tuple[int, ...], int]]  # (dtype, shape, offset in the block)
 
@@ -99,7 +102,7 @@ def arrays_from_block(block: np.ndarray, layout: Layout) -> list[np.ndarray]:
     out = []
     for dtype, shape, offset in layout:
         dt = np.dtype(dtype)
-        nbytes = dt.itemsize * int(np.prod(shape, dtype=np.int64))
+        nbytes = dt.itemsize * math.prod(shape)
         out.append(block[offset : offset + nbytes].view(dt).reshape(shape))
     return out
 
@@ -246,11 +249,17 @@ class Link(asyncio.BufferedProtocol):
         self._big: np.ndarray | None = None
         self._got = 0
         self.transport: asyncio.Transport | None = None
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbox: deque[memoryview] = deque()
+        self._corked: list[Any] = []
+        self._uncork_scheduled = False
+        self._paused = False
+        self._loop: Final = asyncio.get_running_loop()
+        self.lost: asyncio.Future[None] = self._loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        transport.set_write_buffer_limits(high=2 * _PIECE, low=_PIECE)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -266,19 +275,59 @@ class Link(asyncio.BufferedProtocol):
         return self.transport is not None and not self.transport.is_closing()
 
     def send(self, header: tuple[Any, ...], parts: Sequence[Any] = (), size: int = 0) -> None:
-        """Queue one frame: ``header``, then ``parts`` (buffers of ``size`` bytes in all)."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
+        """Queue one frame: ``header``, then ``parts`` (buffers of ``size`` bytes in all).
+
+        Frames go out whole and in order. Small frames queued in one loop iteration leave
+        in one write; large parts are written a piece at a time, as the socket drains,
+        without being copied into the transport's buffer.
+        """
+        if self.transport is None:
             return
         data = frame(header, size)
-        if size and size <= _BIG:
-            transport.write(b"".join([data, *(bytes(p) for p in parts)]))
+        if size <= _BIG:
+            self._corked.append(data)
+            self._corked.extend(parts)
+            if not self._uncork_scheduled:
+                self._uncork_scheduled = True
+                self._loop.call_soon(self._uncork)
             return
-        transport.write(data)
-        for part in parts:
-            transport.write(part)
+        self._uncork()
+        self._outbox.append(memoryview(data))
+        self._outbox.extend(memoryview(p).cast("B") for p in parts)
+        self._pump()
+
+    def _uncork(self) -> None:
+        self._uncork_scheduled = False
+        if self._corked:
+            self._outbox.append(memoryview(b"".join(self._corked)))
+            self._corked.clear()
+            self._pump()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._pump()
+
+    def _pump(self) -> None:
+        outbox = self._outbox
+        while outbox and not self._paused:
+            transport = self.transport
+            if transport is None or transport.is_closing():
+                outbox.clear()
+                return
+            piece = outbox[0]
+            if len(piece) > _PIECE:
+                outbox[0] = piece[_PIECE:]
+                piece = piece[:_PIECE]
+            else:
+                outbox.popleft()
+            transport.write(piece)
 
     def close(self) -> None:
+        """Send what is queued, then close."""
+        self._uncork()
         if self.transport is not None:
             self.transport.close()
 

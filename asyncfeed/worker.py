@@ -54,6 +54,7 @@ __all__ = ["WorkerSpec", "worker_main"]
 log = logging.getLogger("asyncfeed.procs")
 
 STATS_INTERVAL: Final = 0.5
+RING_WAIT: Final = 0.05  # seconds a result waits for a ring slot before going inline
 _PR_SET_PDEATHSIG: Final = 1
 CLOSE_TIMEOUT: Final = 1.0
 
@@ -151,6 +152,7 @@ class _Server:
         self._stats_at = 0.0
         self._link: Link | None = None
         self._stopped: asyncio.Future[None] | None = None
+        self._freed: asyncio.Future[None] | None = None  # resolved by the next FREE
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -222,6 +224,8 @@ class _Server:
             assert self._alloc is not None
             for start, nbytes in header[1]:
                 self._alloc.free(start, nbytes)
+            if self._freed is not None and not self._freed.done():
+                self._freed.set_result(None)
         elif kind == STOP:
             assert self._stopped is not None
             if not self._stopped.done():
@@ -235,13 +239,13 @@ class _Server:
             else:
                 assert self._pool is not None
                 result = await asyncio.wrap_future(self._pool.submit(fn, *args))
-            self._send_result(req, result)
+            await self._send_result(req, result)
         except Exception as exc:
             self._send_error(req, exc)
         if self._host_stats is not None and time.monotonic() - self._stats_at >= STATS_INTERVAL:
             self._send_stats()
 
-    def _send_result(self, req: int, result: object) -> None:
+    async def _send_result(self, req: int, result: object) -> None:
         link = self._link
         assert link is not None
         if result is None:
@@ -254,9 +258,7 @@ class _Server:
             return
         arrays, names = chunk
         layout, size = block_layout(arrays)
-        start = None
-        if self._alloc is not None and size > self.spec.inline_max:
-            start = self._alloc.allocate(size)
+        start = await self._allocate(size)
         if start is not None:
             assert self._mm is not None
             block = np.frombuffer(self._mm, np.uint8, size, start)
@@ -275,6 +277,26 @@ class _Server:
         if size > pos:
             parts.append(bytes(size - pos))
         link.send((ARRAYS, req, names, layout, None), parts, size)
+
+    async def _allocate(self, size: int) -> int | None:
+        """A ring slot for ``size`` bytes, waiting up to RING_WAIT for one to be freed.
+
+        None: the chunk goes inline (small, too big for the ring, or no slot came back, as
+        when the consumer keeps its batches, which are views of the ring).
+        """
+        alloc = self._alloc
+        if alloc is None or size <= self.spec.inline_max or size > alloc.size // 2:
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RING_WAIT
+        while (start := alloc.allocate(size)) is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            if self._freed is None or self._freed.done():
+                self._freed = loop.create_future()
+            await asyncio.wait([self._freed], timeout=remaining)
+        return start
 
     def _send_error(self, req: int, exc: Exception) -> None:
         text = "".join(traceback.format_exception(exc))
