@@ -38,7 +38,8 @@ from .errors import (
 from .fetch import ErrorBudget, Fetcher, FetchFn, FetchOneFn, is_async_callable, next_worker_id
 from .keys import Keys, Reorderer, check_shard
 from .options import FeedOptions
-from .procs import ProcessOptions, WorkerPool
+from .process_options import ProcessOptions
+from .procs import WorkerPool
 from .queues import Channel, ChannelClosed, SourceQueue, attach_source, detach_source
 from .rebatch import Batch, Rebatcher
 from .stages import RebatchStage, dispatch_keys, log_every
@@ -144,13 +145,7 @@ class Feed:
             external_loggers=external_loggers,
         )
         procs = ProcessOptions.check(
-            fetch,
-            processes=processes,
-            start_method=start_method,
-            worker_init=worker_init,
-            concurrency=options.concurrency,
-            executor=executor,
-            source=options.source,
+            fetch, options, processes=processes, start_method=start_method, worker_init=worker_init
         )
         self._setup(fetch, options, keys=None, procs=procs)
 
@@ -211,12 +206,10 @@ class Feed:
         )
         procs = ProcessOptions.check(
             fetch_one,
+            options,
             processes=processes,
             start_method=start_method,
             worker_init=worker_init,
-            concurrency=options.concurrency,
-            executor=executor,
-            source=options.source,
         )
         feed = cls.__new__(cls)
         feed._setup(fetch_one, options, keys=(keys, ordered, check_shard(shard)), procs=procs)

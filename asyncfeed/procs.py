@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import multiprocessing
 import os
 import pickle
@@ -30,13 +29,12 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any, Final, final
 
 from . import wire
-from .errors import ConfigError, FetchError, RemoteTraceback
-from .options import check_positive_int
+from .errors import FetchError, RemoteTraceback
+from .process_options import ProcessOptions, WorkerSpec
 from .wire import (
     ARRAYS,
     CALL,
@@ -51,82 +49,15 @@ from .wire import (
     arrays_from_block,
     create_ring_fd,
 )
-from .worker import WorkerSpec, worker_main
+from .worker import worker_main
 
-__all__ = ["ProcessOptions", "WorkerPool"]
+__all__ = ["WorkerPool"]
 
 log = logging.getLogger("asyncfeed.procs")
 
 STOP_GRACE: Final = 0.5  # seconds a worker gets to end after STOP, then after SIGTERM
 EXIT_WAIT: Final = 2.0  # seconds to wait for a worker whose socket closed to exit
 _PEAK = re.compile(r"(^|_)(p\d+|max|peak)(_|$)")
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessOptions:
-    """Validated ``processes=`` settings of a feed."""
-
-    processes: int
-    start_method: str
-    spec: WorkerSpec
-
-    @classmethod
-    def check(
-        cls,
-        fn: object,
-        *,
-        processes: object,
-        start_method: object,
-        worker_init: object,
-        concurrency: int,
-        executor: object,
-        source: str,
-    ) -> ProcessOptions | None:
-        """Validate; None when ``processes`` is None (everything stays in one process).
-
-        Raises:
-            ConfigError: an invalid value, or a fetcher or ``worker_init`` that cannot be
-                pickled for the start method; the message names it.
-        """
-        if processes is None:
-            for name, value in (("start_method", start_method), ("worker_init", worker_init)):
-                if value is not None:
-                    raise ConfigError(f"{name} needs processes=N, got processes=None")
-            return None
-        n = check_positive_int("processes", processes, maximum=1024)
-        methods = sorted(multiprocessing.get_all_start_methods())
-        method = "spawn" if start_method is None else start_method
-        if method not in methods:
-            raise ConfigError(f"start_method must be one of {methods}, got {start_method!r}")
-        if worker_init is not None and not callable(worker_init):
-            raise ConfigError(f"worker_init must be callable, got {worker_init!r}")
-        if executor is not None:
-            raise ConfigError(
-                "executor cannot be used with processes=N: sync fetchers run in a thread "
-                "pool inside each worker process"
-            )
-        if concurrency < n:
-            raise ConfigError(
-                f"concurrency must be >= processes, got concurrency={concurrency} and processes={n}"
-            )
-        if method != "fork":
-            for what, obj in (("fetcher", fn), ("worker_init", worker_init)):
-                try:
-                    pickle.dumps(obj)
-                except Exception as exc:
-                    raise ConfigError(
-                        f"processes={n} with start_method {method!r} needs a picklable "
-                        f"{what}; {obj!r} cannot be pickled ({type(exc).__name__}: {exc}). "
-                        "Define it at module level, or use start_method='fork'"
-                    ) from None
-        spec = WorkerSpec(
-            fn=fn,  # type: ignore[arg-type]
-            worker_init=worker_init,
-            threads=math.ceil(concurrency / n),
-            source=source,
-            inline_max=wire.INLINE_MAX_BYTES,
-        )
-        return cls(processes=n, start_method=method, spec=spec)
 
 
 @final
@@ -225,12 +156,13 @@ class WorkerPool:
         if kind == ARRAYS:
             _, req, names, layout, slot = header
             fut = w.pending.get(req)
-            if slot is not None:
-                if w.ring is None:
-                    return
-                arrays = w.ring.view(slot[0], slot[1], layout)
-            else:
+            arrays: list[Any] | None
+            if slot is None:
                 arrays = arrays_from_block(payload, layout)
+            else:
+                arrays = w.ring.view(slot[0], slot[1], layout) if w.ring is not None else None
+            if arrays is None:
+                return
             if fut is not None and not fut.done():
                 fut.set_result(arrays if names is None else dict(zip(names, arrays, strict=True)))
         elif kind == NONE:
@@ -337,6 +269,13 @@ class WorkerPool:
         done, _ = await asyncio.wait(watched, return_when="FIRST_COMPLETED")
         if not self._fatal.done():
             w = lost[next(f for f in done if f is not self._fatal)]
+            assert w.link is not None
+            if w.link.error is not None:
+                err = w.link.error
+                raise FetchError(
+                    f"the link to {w.name()} of feed {self._source!r} failed: "
+                    f"{type(err).__name__}: {err}"
+                ) from err
             code = await self._exit_code(w)
             if not self._fatal.done():
                 raise FetchError(

@@ -191,10 +191,13 @@ class Ring:
         self._pending: list[tuple[int, int]] = []
         self._flush_scheduled = False
 
-    def view(self, start: int, nbytes: int, layout: Layout) -> list[np.ndarray]:
-        """The arrays of one slot, as views that keep the slot until they are all gone."""
+    def view(self, start: int, nbytes: int, layout: Layout) -> list[np.ndarray] | None:
+        """The arrays of one slot, as views that keep the slot until they are all gone.
+
+        None once the ring is closed (the worker is stopping: its results are not wanted).
+        """
         if self.mm is None:
-            raise ValueError("the ring is closed")
+            return None
         holder = np.frombuffer(self.mm, np.uint8, nbytes, start)
         self._leases[start] = weakref.ref(holder, self._released_cb(start, nbytes))
         return arrays_from_block(holder, layout)
@@ -236,7 +239,8 @@ class Link(asyncio.BufferedProtocol):
     """Frames in, frames out, over one socket; ``on_message(header, payload)`` per frame.
 
     ``payload`` is None or a uint8 numpy array that the receiver owns. ``lost`` resolves
-    when the connection ends, with the error if any.
+    when the connection ends, with the error if any; ``error`` is set when a message could
+    not be read or handled (the link is then aborted).
     """
 
     def __init__(self, on_message: Callable[[tuple[Any, ...], np.ndarray | None], None]) -> None:
@@ -249,6 +253,7 @@ class Link(asyncio.BufferedProtocol):
         self._big: np.ndarray | None = None
         self._got = 0
         self.transport: asyncio.Transport | None = None
+        self.error: Exception | None = None
         self._outbox: deque[memoryview] = deque()
         self._corked: list[Any] = []
         self._uncork_scheduled = False
@@ -352,8 +357,9 @@ class Link(asyncio.BufferedProtocol):
                 return
             self._end += nbytes
             self._parse()
-        except Exception:
-            log.exception("asyncfeed: malformed message from the other end; closing the link")
+        except Exception as exc:
+            log.debug("asyncfeed: bad message on a worker link", exc_info=True)
+            self.error = exc
             if self.transport is not None:
                 self.transport.abort()
 

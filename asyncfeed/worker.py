@@ -24,14 +24,14 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Final, final
 
 import numpy as np
 
 from .bridge import DaemonThreadPool
 from .fetch import is_async_callable
+from .process_options import WorkerSpec
 from .wire import (
     ARRAYS,
     CALL,
@@ -49,7 +49,7 @@ from .wire import (
     send_frame_blocking,
 )
 
-__all__ = ["WorkerSpec", "worker_main"]
+__all__ = ["worker_main"]
 
 log = logging.getLogger("asyncfeed.procs")
 
@@ -57,17 +57,6 @@ STATS_INTERVAL: Final = 0.5
 RING_WAIT: Final = 0.05  # seconds a result waits for a ring slot before going inline
 _PR_SET_PDEATHSIG: Final = 1
 CLOSE_TIMEOUT: Final = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSpec:
-    """What every worker of a feed runs (pickled once, at the feed's construction)."""
-
-    fn: Callable[..., Any]
-    worker_init: Callable[[int], Any] | None
-    threads: int
-    source: str
-    inline_max: int
 
 
 def worker_main(
