@@ -177,8 +177,7 @@ def run_suite(seconds: float = 3.0) -> list[Result]:
 
 def _table(results: list[Result]) -> str:
     lines = [
-        f"{'workload':<16} {'processes':>9} {'transport':>9} {'rows/s':>12} "
-        f"{'feed CPU us/row':>16}"
+        f"{'workload':<16} {'processes':>9} {'transport':>9} {'rows/s':>12} {'feed CPU us/row':>16}"
     ]
     for r in results:
         lines.append(
