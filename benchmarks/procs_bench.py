@@ -5,10 +5,14 @@ feed and the transport, not the data's making):
 
 - ``rebatch``: chunks of 1-200 rows of float32[3, 64, 64] (48 KiB a row), batch 64;
 - ``small``: chunks of 1-8 rows of (int64, float32[4]), batch 32 - per-call overhead;
-- ``sized``: fixed chunks of a given byte size, to place the inline/ring threshold.
+- ``sized``: fixed chunks of a given byte size, to place the inline/ring threshold;
+- ``gil``: one 256x256x3 uint8 image per call after about 1 ms of pure-Python work, the
+  shape of the http workload (parsing and bookkeeping hold the GIL): the case ``processes``
+  is for, scaling with the cores where one event loop cannot.
 
-Each run reports rows/s and the CPU time the feed's process spends per row (all its
-threads); with workers, the difference to the in-process run is the transport's cost.
+Each run reports rows/s, the CPU time the feed's process spends per row (all its threads)
+and that of the worker processes; with workers, the feed's CPU per row against the
+in-process run is what the transport costs the process that consumes the batches.
 
 ``run_suite()`` is what ``make bench`` calls; ``python benchmarks/procs_bench.py`` prints
 the tables (``--quick`` for a short run).
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -28,6 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import psutil
 
 import asyncfeed as af
 from asyncfeed import wire
@@ -65,6 +71,18 @@ async def small_fetch(worker_id: int, batch_size: int) -> list[np.ndarray]:
     return [_SMALL_X[:rows], _SMALL_IDS[:rows]]
 
 
+_IMAGE = np.zeros((1, 256, 256, 3), np.uint8)
+GIL_WORK = 30_000  # loop iterations, about 1 ms of Python
+
+
+async def gil_fetch(worker_id: int, batch_size: int) -> list[np.ndarray]:
+    n = _next(worker_id)
+    acc = 0
+    for i in range(GIL_WORK):
+        acc += i * i
+    return [_IMAGE, np.array([n + acc % 2], np.int64)]
+
+
 class SizedFetch:
     """Chunks of 8 rows totalling ``nbytes``."""
 
@@ -85,6 +103,7 @@ class Result:
     transport: str
     rows_per_s: float
     feed_cpu_us_per_row: float
+    workers_cpu_us_per_row: float
     rows: int
     seconds: float
 
@@ -103,11 +122,26 @@ def transport(kind: str) -> Iterator[None]:
         wire.INLINE_MAX_BYTES, wire.RING_BYTES = saved
 
 
-async def _measure(feed: af.Feed, seconds: float, warmup: int) -> tuple[int, float, float]:
+def _workers_cpu(workers: list[psutil.Process]) -> float:
+    total = 0.0
+    for w in workers:
+        with contextlib.suppress(psutil.Error):
+            t = w.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+async def _measure(feed: af.Feed, seconds: float, warmup: int) -> tuple[int, float, float, float]:
     async with feed:
         for _ in range(warmup):  # workers started and serving
             await anext(feed)
+        workers = [
+            c
+            for c in psutil.Process().children()
+            if "resource_tracker" not in " ".join(c.cmdline())
+        ]
         rows = 0
+        worker_cpu = _workers_cpu(workers)
         cpu = time.process_time()
         start = time.perf_counter()
         deadline = start + seconds
@@ -118,7 +152,8 @@ async def _measure(feed: af.Feed, seconds: float, warmup: int) -> tuple[int, flo
                 break
         wall = time.perf_counter() - start
         cpu = time.process_time() - cpu
-    return rows, wall, cpu
+        worker_cpu = _workers_cpu(workers) - worker_cpu
+    return rows, wall, cpu, worker_cpu
 
 
 def bench(
@@ -136,6 +171,8 @@ def bench(
         fetch, blobs, batch = rebatch_fetch, ["x", "ids"], 64
     elif workload == "small":
         fetch, blobs, batch = small_fetch, ["x", "ids"], 32
+    elif workload == "gil":
+        fetch, blobs, batch = gil_fetch, ["x", "ids"], 32
     else:
         fetch, blobs, batch = SizedFetch(nbytes), ["x", "ids"], 64
     with transport(kind):
@@ -148,7 +185,7 @@ def bench(
             processes=processes,
             log_interval=None,
         )
-        rows, wall, cpu = asyncio.run(_measure(feed, seconds, warmup=20))
+        rows, wall, cpu, worker_cpu = asyncio.run(_measure(feed, seconds, warmup=5))
     name = workload if workload != "sized" else f"sized {nbytes // 1024} KiB"
     return Result(
         name,
@@ -156,6 +193,7 @@ def bench(
         kind if processes else "-",
         rows / wall,
         cpu / rows * 1e6,
+        worker_cpu / rows * 1e6,
         rows,
         wall,
     )
@@ -163,7 +201,7 @@ def bench(
 
 def run_suite(seconds: float = 3.0) -> list[Result]:
     """The ``make bench`` entry: in-process vs ``processes`` 1 and 2, ring vs inline."""
-    results = []
+    results = [bench("gil", p, seconds=seconds, concurrency=16) for p in (None, 1, 2)]
     for workload in ("rebatch", "small"):
         results.append(bench(workload, None, seconds=seconds))
         for processes in (1, 2):
@@ -177,12 +215,14 @@ def run_suite(seconds: float = 3.0) -> list[Result]:
 
 def _table(results: list[Result]) -> str:
     lines = [
-        f"{'workload':<16} {'processes':>9} {'transport':>9} {'rows/s':>12} {'feed CPU us/row':>16}"
+        f"{'workload':<16} {'processes':>9} {'transport':>9} {'rows/s':>12} "
+        f"{'feed CPU us/row':>16} {'workers CPU us/row':>19}"
     ]
     for r in results:
         lines.append(
             f"{r.workload:<16} {r.processes or '-':>9} {r.transport:>9} "
-            f"{r.rows_per_s:>12,.0f} {r.feed_cpu_us_per_row:>16.2f}"
+            f"{r.rows_per_s:>12,.0f} {r.feed_cpu_us_per_row:>16.2f} "
+            f"{r.workers_cpu_us_per_row:>19.2f}"
         )
     return "\n".join(lines)
 
