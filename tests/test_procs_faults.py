@@ -6,16 +6,12 @@ import asyncio
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 import traceback
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 import asyncfeed as af
@@ -240,36 +236,3 @@ async def test_cancelling_the_consumer_task_ends_the_workers() -> None:
     assert time.monotonic() - start < STOP_BOUND_S
     assert worker_processes() == []
     assert feed.state is af.FeedState.STOPPED
-
-
-ORPHAN_SCRIPT = """
-import asyncio
-import asyncfeed as af
-from tests import procs_fetchers as pf
-
-async def main():
-    feed = af.Feed(pf.block_loop, blobs=["ids", "x", "pid"], batch_size=1, concurrency=2,
-                   processes=2, log_interval=None)
-    async with feed:
-        pids = set()
-        while len(pids) < 2:
-            pids |= set((await anext(feed))["pid"].tolist())
-        print(*sorted(pids), flush=True)
-        await asyncio.Event().wait()
-
-asyncio.run(main())
-"""
-
-
-def test_workers_do_not_outlive_a_killed_feed_process() -> None:
-    root = Path(__file__).resolve().parent.parent
-    with subprocess.Popen(
-        [sys.executable, "-c", ORPHAN_SCRIPT], cwd=root, stdout=subprocess.PIPE, text=True
-    ) as parent:
-        assert parent.stdout is not None
-        pids = [int(p) for p in parent.stdout.readline().split()]
-        workers = [psutil.Process(pid) for pid in pids]
-        assert len(workers) == 2 and all(w.ppid() == parent.pid for w in workers)
-        parent.kill()  # the workers' event loops are blocked: only the kernel can tell them
-    gone, alive = psutil.wait_procs(workers, timeout=10)
-    assert not alive and len(gone) == 2
