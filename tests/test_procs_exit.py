@@ -36,11 +36,13 @@ def test_workers_do_not_outlive_a_killed_feed_process() -> None:
     with subprocess.Popen(
         [sys.executable, "-c", ORPHAN_SCRIPT], cwd=ROOT, stdout=subprocess.PIPE, text=True
     ) as parent:
-        assert parent.stdout is not None
-        pids = [int(p) for p in parent.stdout.readline().split()]
-        workers = [psutil.Process(pid) for pid in pids]
-        assert len(workers) == 2 and all(w.ppid() == parent.pid for w in workers)
-        parent.kill()  # the workers' event loops are blocked: only the kernel can tell them
+        try:
+            assert parent.stdout is not None
+            pids = [int(p) for p in parent.stdout.readline().split()]
+            workers = [psutil.Process(pid) for pid in pids]
+            assert len(workers) == 2 and all(w.ppid() == parent.pid for w in workers)
+        finally:
+            parent.kill()  # the workers' event loops are blocked: only the kernel can tell them
     gone, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive and len(gone) == 2
 
