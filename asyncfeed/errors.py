@@ -9,9 +9,10 @@ derive from the builtin that callers already catch::
     ├── FetchError                     a fetcher raised; carries worker_id / key, chains the cause
     ├── FeedStateError(RuntimeError)   an operation the feed's lifecycle does not allow now
     ├── FeedExhausted                  get() on a finite feed that delivered its last batch
-    ├── FeedTimeoutError(TimeoutError) get() or stop() ran past its timeout
+    ├── FeedTimeoutError(TimeoutError) get(), stop() or a sink's blocking read ran past its timeout
     ├── RemoteTraceback                the traceback text of an exception raised in a worker process
-    └── SinkError                      a sink refused a batch for a reason other than being closed
+    └── SinkError                      a sink failed to take a batch (other than by being closed)
+        └── RecordError(ValueError)    a record does not fit the sink: blob count, unsupported dtype
 
 All of them pickle, so they cross process-pool boundaries intact.
 """
@@ -28,6 +29,7 @@ __all__ = [
     "FeedStateError",
     "FeedTimeoutError",
     "FetchError",
+    "RecordError",
     "RemoteTraceback",
     "SinkError",
 ]
@@ -54,7 +56,7 @@ class FeedExhausted(AsyncFeedError):
 
 
 class FeedTimeoutError(AsyncFeedError, TimeoutError):
-    """``get()`` or ``stop()`` did not complete within its timeout."""
+    """``get()``, ``stop()`` or a sink's blocking read did not complete within its timeout."""
 
 
 class RemoteTraceback(AsyncFeedError):
@@ -74,7 +76,11 @@ class RemoteTraceback(AsyncFeedError):
 
 
 class SinkError(AsyncFeedError):
-    """A sink failed to accept a batch."""
+    """A sink failed to accept a batch; the sink's own exception is chained."""
+
+
+class RecordError(SinkError, ValueError):
+    """A record does not fit the sink: wrong number of blobs, or a dtype it cannot hold."""
 
 
 class FetchError(AsyncFeedError):

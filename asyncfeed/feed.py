@@ -36,12 +36,14 @@ from .errors import (
     FetchError,
 )
 from .fetch import ErrorBudget, Fetcher, FetchFn, FetchOneFn, is_async_callable, next_worker_id
+from .handoff import SinkBridge, check_sink
 from .keys import Keys, Reorderer, check_shard
 from .options import FeedOptions
 from .process_options import ProcessOptions
 from .procs import WorkerPool
 from .queues import Channel, ChannelClosed, SourceQueue, attach_source, detach_source
 from .rebatch import Batch, Rebatcher
+from .sinks import Sink
 from .stages import RebatchStage, dispatch_keys, log_every
 from .stats import (
     DropCause,
@@ -90,6 +92,11 @@ class Feed:
             failures (counted) and stops once more than N occurred.
         log_interval: seconds between stats log lines and external-logger calls; None: never.
         external_loggers: objects with ``log(dict)`` called every ``log_interval``.
+        sink: hand every batch to ``sink.put`` on a dedicated thread instead of delivering
+            it to ``async for`` / ``get()`` (see ``asyncfeed.sinks``); up to 4 batches wait
+            for that thread besides the sink's own capacity. Stopping the feed closes the
+            sink; the sink's reader closing it stops the feed (rows not taken are counted
+            as ``sink_closed``); a finite feed closes it after its last batch.
         processes: None runs the fetchers in this process; N runs them in N worker
             processes, each with its own event loop and its share of ``concurrency`` (sync
             fetchers on a thread pool inside each). Chunks come back to this process, where
@@ -125,6 +132,7 @@ class Feed:
         max_errors: int | None = None,
         log_interval: float | None = 60.0,
         external_loggers: Sequence[ExternalLogger] = (),
+        sink: Sink | None = None,
         processes: int | None = None,
         start_method: str | None = None,
         worker_init: Callable[[int], Any] | None = None,
@@ -147,7 +155,7 @@ class Feed:
         procs = ProcessOptions.check(
             fetch, options, processes=processes, start_method=start_method, worker_init=worker_init
         )
-        self._setup(fetch, options, keys=None, procs=procs)
+        self._setup(fetch, options, keys=None, sink=sink, procs=procs)
 
     @classmethod
     def from_keys(
@@ -170,6 +178,7 @@ class Feed:
         max_errors: int | None = None,
         log_interval: float | None = 60.0,
         external_loggers: Sequence[ExternalLogger] = (),
+        sink: Sink | None = None,
         processes: int | None = None,
         start_method: str | None = None,
         worker_init: Callable[[int], Any] | None = None,
@@ -212,7 +221,9 @@ class Feed:
             worker_init=worker_init,
         )
         feed = cls.__new__(cls)
-        feed._setup(fetch_one, options, keys=(keys, ordered, check_shard(shard)), procs=procs)
+        feed._setup(
+            fetch_one, options, keys=(keys, ordered, check_shard(shard)), sink=sink, procs=procs
+        )
         return feed
 
     def _setup(
@@ -220,6 +231,7 @@ class Feed:
         fn: Callable[..., Any],
         options: FeedOptions,
         keys: tuple[Keys, bool, tuple[int, int]] | None,
+        sink: Sink | None,
         procs: ProcessOptions | None = None,
     ) -> None:
         if not callable(fn):
@@ -247,6 +259,16 @@ class Feed:
         self._error_seen = False
         self._stop_requested = False
         self._stopping: concurrent.futures.Future[None] | None = None
+        self._stop_cause = DropCause.STOP
+        self._bridge = (
+            None
+            if sink is None
+            else SinkBridge(
+                check_sink(sink),
+                name=f"asyncfeed-{options.source}-sink",
+                on_delivered=self._counters.delivered,
+            )
+        )
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -265,6 +287,11 @@ class Feed:
     @property
     def source(self) -> str:
         return self._opts.source
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error that stopped the feed, or None; reading it does not count as seeing it."""
+        return self._error
 
     def __repr__(self) -> str:
         kind = "keyed" if self._keys is not None else "seed"
@@ -332,6 +359,7 @@ class Feed:
         with self._lock:
             if self._state is FeedState.NEW:
                 self._state = FeedState.STOPPED
+                self._close_sink(DropCause.STOP)
                 return
             if self._state is FeedState.RUNNING:
                 self._state = FeedState.STOPPING
@@ -354,6 +382,9 @@ class Feed:
             if pool is not None:
                 remaining = max(0.0, deadline - time.monotonic())
                 await to_thread(pool.join, remaining, name=f"asyncfeed-{self.source}-join")
+            if self._bridge is not None:
+                remaining = max(0.0, deadline - time.monotonic())
+                await self._bridge.wait_ended(remaining)
         self._raise_unseen()
 
     def _raise_unseen(self) -> None:
@@ -399,6 +430,7 @@ class Feed:
         with self._lock:
             if self._state is FeedState.NEW:
                 self._state = FeedState.STOPPED
+                self._close_sink(DropCause.STOP)
                 return
             first = self._stopping is None
             if first:
@@ -450,6 +482,7 @@ class Feed:
             FeedStateError: the feed is not running.
             AsyncFeedError: the error that stopped the feed.
         """
+        self._check_no_sink()
         loop = self._loop
         if loop is None:
             raise FeedStateError("the feed is not started; call feed.start() first")
@@ -473,6 +506,13 @@ class Feed:
                 yield self.get()
             except FeedExhausted:
                 return
+
+    def _check_no_sink(self) -> None:
+        if self._bridge is not None:
+            raise FeedStateError(
+                f"this feed hands its batches to the sink {self._bridge.sink!r}; "
+                "read them from the sink, not from the feed"
+            )
 
     def _check_not_on_loop(self, what: str, instead: str) -> None:
         try:
@@ -530,6 +570,7 @@ class Feed:
         return self
 
     async def __anext__(self) -> Batch:
+        self._check_no_sink()
         if self._loop is None:
             raise FeedStateError("the feed is not started; use 'async with feed:' first")
         if asyncio.get_running_loop() is not self._loop:
@@ -568,6 +609,11 @@ class Feed:
             async with asyncio.TaskGroup() as tg:
                 services = self._start_producers(tg)  # run until the stage ends
                 last = tg.create_task(self._stage.run(), name=f"asyncfeed-{self.source}-rebatch")
+                if self._bridge is not None:
+                    last = tg.create_task(
+                        self._bridge.run(self._batches, self._sq.ledger, self._on_sink_closed),
+                        name=f"asyncfeed-{self.source}-sink",
+                    )
                 if self._opts.log_interval is not None:
                     services.append(
                         tg.create_task(
@@ -665,7 +711,8 @@ class Feed:
         """Runner cleanup: account for every row still held, close channels, leave the source."""
         sq = self._sq
         assert sq is not None
-        cause = DropCause.ERROR if self._error is not None else DropCause.STOP
+        cause = DropCause.ERROR if self._error is not None else self._stop_cause
+        self._close_sink(cause)
         if self._stage is not None:
             self._stage.discard(cause)
         if self._error is not None or self._stop_requested:
@@ -680,6 +727,18 @@ class Feed:
         with self._lock:
             if self._state is FeedState.RUNNING:
                 self._state = FeedState.STOPPING  # ended on its own: aclose() completes it
+
+    def _on_sink_closed(self) -> None:
+        """The sink's reader closed it: stop as ``aclose()`` would, rows counted as sink_closed."""
+        log.info("feed %r stopping: its sink was closed", self)
+        self._stop_requested = True
+        self._stop_cause = DropCause.SINK_CLOSED
+        assert self._runner is not None
+        self._runner.cancel()
+
+    def _close_sink(self, cause: DropCause) -> None:
+        if self._bridge is not None:
+            self._bridge.shutdown(cause)
 
     def _drop_batches(self, cause: DropCause) -> None:
         if self._sq is None:

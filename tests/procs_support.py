@@ -1,7 +1,14 @@
-"""Leak checks for ``processes=N`` tests: no worker process, zombie or shared memory left."""
+"""Leak checks for ``processes=N`` tests: no worker process, zombie or shared memory left.
+
+Shared memory is checked two ways: no ring mapping (``memfd:asyncfeed-ring``) outlives the
+test in this process, and no segment that Python's ``shared_memory`` or asyncfeed would name
+(``psm_*``, ``*asyncfeed*``) appears in ``/dev/shm``. Other entries there (named semaphores,
+torch segments) belong to other programs on the machine and are not looked at.
+"""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 from collections.abc import Iterator
@@ -13,7 +20,16 @@ SHM = "/dev/shm"
 
 
 def _shm() -> set[str]:
-    return set(os.listdir(SHM)) if os.path.isdir(SHM) else set()
+    names = os.listdir(SHM) if os.path.isdir(SHM) else []
+    return {n for n in names if n.startswith("psm_") or "asyncfeed" in n}
+
+
+def _ring_mappings() -> list[str]:
+    try:
+        with open("/proc/self/maps") as maps:
+            return [line.strip() for line in maps if "asyncfeed-ring" in line]
+    except OSError:  # not Linux
+        return []
 
 
 def _children() -> dict[int, psutil.Process]:
@@ -52,3 +68,5 @@ def no_leaks() -> Iterator[None]:
             pass
     assert not left, f"child processes left behind: {left}"
     assert _shm() <= shm, f"shared memory left behind: {sorted(_shm() - shm)}"
+    gc.collect()
+    assert not _ring_mappings(), "a worker's ring is still mapped"

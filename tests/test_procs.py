@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import mmap
 import multiprocessing
 import os
@@ -142,6 +143,31 @@ async def test_whole_batch_chunks_are_zero_copy_views_of_the_ring() -> None:
     assert len(ids) == len(set(ids)) == 96
 
 
+def _ring_mappings() -> int:
+    with open("/proc/self/maps") as maps:
+        return sum("asyncfeed-ring" in line for line in maps)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc")
+async def test_a_stopped_feed_keeps_no_ring_mapped_once_its_batches_are_gone() -> None:
+    feed = af.Feed(
+        pf.whole_batches,
+        blobs=["ids", "x"],
+        batch_size=8,
+        concurrency=2,
+        processes=2,
+        log_interval=None,
+    )
+    async with feed:
+        held = [await anext(feed) for _ in range(4)]
+        assert _ring_mappings() == 2
+    assert _ring_mappings() >= 1  # the batches still view a ring
+    del held
+    gc.collect()
+    assert _ring_mappings() == 0  # though the feed object is still here
+    assert feed.state is af.FeedState.STOPPED
+
+
 async def test_ring_slots_come_back_when_batches_are_dropped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -248,4 +274,35 @@ def test_sync_programs_start_get_and_stop_a_process_feed() -> None:
     finally:
         feed.stop()
     assert rows == [10] * 10
+    check_accounting(feed.stats())
+
+
+def test_process_feed_into_a_sink_releases_ring_slots_from_the_reader_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wire, "RING_BYTES", 1 << 20)  # two slots: reuse needs cross-thread frees
+    sink = af.BlobsQueue(capacity=2, num_blobs=2)
+    feed = af.Feed(
+        pf.whole_batches,
+        blobs=["ids", "x"],
+        batch_size=8,
+        concurrency=2,
+        processes=1,
+        max_buffered_chunks=2,
+        sink=sink,
+        log_interval=None,
+    )
+    feed.start()
+    try:
+        via_ring = 0
+        for _ in range(30):
+            record = sink.dequeue(timeout=30)
+            assert record is not None
+            ids, x = record
+            assert np.array_equal(x[:, 1, 2, 3], ids.astype(np.float32))
+            via_ring += isinstance(_root(x), memoryview)
+            del record, ids, x
+    finally:
+        feed.stop()
+    assert via_ring > 2
     check_accounting(feed.stats())

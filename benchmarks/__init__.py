@@ -1,0 +1,1 @@
+"""asyncfeed benchmarks: each module runs on its own (``python -m benchmarks.<name>``)."""
