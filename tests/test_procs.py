@@ -1,4 +1,4 @@
-"""``processes=2``: exact batches, every row once, key order, shards, transport paths, stats."""
+"""``processes=2``: exact batches, every row once, key order, shards, worker_init, stats, start."""
 
 from __future__ import annotations
 
