@@ -258,6 +258,7 @@ class Feed:
         self._error: BaseException | None = None
         self._error_seen = False
         self._stop_requested = False
+        self._finished = False
         self._stopping: concurrent.futures.Future[None] | None = None
         self._stop_cause = DropCause.STOP
         self._bridge = (
@@ -375,6 +376,7 @@ class Feed:
                     "swallowing cancellation or blocking the event loop"
                 )
         if self._state is not FeedState.STOPPED:
+            self._finish()  # no-op unless the runner was cancelled before its first step
             self._state = FeedState.STOPPED
             self._drop_batches(DropCause.STOP)
             stop_at_exit(self, enabled=False)
@@ -708,9 +710,16 @@ class Feed:
             log.debug("feed %r stopping on %r", self, exc)
 
     def _finish(self) -> None:
-        """Runner cleanup: account for every row still held, close channels, leave the source."""
+        """Runner cleanup: account for every row still held, close channels, leave the source.
+
+        Runs once: at the end of the runner, or from ``aclose()`` when the runner was
+        cancelled before it ever ran.
+        """
         sq = self._sq
         assert sq is not None
+        if self._finished:
+            return
+        self._finished = True
         cause = DropCause.ERROR if self._error is not None else self._stop_cause
         self._close_sink(cause)
         if self._stage is not None:
