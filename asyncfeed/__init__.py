@@ -17,6 +17,7 @@ from .errors import FeedTimeoutError as FeedTimeoutError
 from .errors import FetchError as FetchError
 from .errors import HttpError as HttpError
 from .errors import RecordError as RecordError
+from .errors import RemoteTraceback as RemoteTraceback
 from .errors import SinkError as SinkError
 from .feed import Feed as Feed
 from .feed import FeedState as FeedState
@@ -59,6 +60,7 @@ __all__ = [
     "ImageService",
     "Rebatcher",
     "RecordError",
+    "RemoteTraceback",
     "Retry",
     "Sink",
     "SinkError",

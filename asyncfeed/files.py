@@ -146,11 +146,11 @@ class FileFetcher(Loader):
         Raises:
             FetchError: the file cannot be read (missing, unreadable, too large).
             DecodeError: its bytes are not what its suffix says.
-            FeedStateError: the fetcher is not open.
+            FeedStateError: the fetcher is open on another event loop.
         """
         location, label = split_key(key, "path")
         path = os.fspath(location)
-        pool = self._check_open()
+        pool = self._ensure_open()
         limit = self._max_bytes
         try:
             # Not 'async with': aiofiles' __aexit__ closes in the default executor, not ours.

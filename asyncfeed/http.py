@@ -183,7 +183,7 @@ class HttpFetcher(Loader):
         Raises:
             HttpError: the fetch failed for good.
             DecodeError: the body is not a readable image, or has too many pixels.
-            FeedStateError: the fetcher is not open.
+            FeedStateError: the fetcher is open on another event loop.
         """
         url, label = split_key(key, "url")
         data, host = await self._get(str(url), key)
@@ -200,13 +200,13 @@ class HttpFetcher(Loader):
 
         Raises:
             HttpError: the fetch failed for good.
-            FeedStateError: the fetcher is not open.
+            FeedStateError: the fetcher is open on another event loop.
         """
         data, _ = await self._get(url, url)
         return data
 
     async def _get(self, url: str, key: Any) -> tuple[bytes, str]:
-        self._check_open()
+        self._ensure_open()
         session = self._session
         assert session is not None
         target = URL(url)

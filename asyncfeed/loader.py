@@ -6,7 +6,9 @@ item becomes a one-row chunk: ``[image[None]]``, or ``[image[None], label[None]]
 carries a label.
 
 Decoding runs in a :class:`~asyncfeed.bridge.DaemonThreadPool` (or the executor the user
-passes), opened with the feed and closed after it, never on the event loop.
+passes), opened with the feed and closed after it, never on the event loop. Used outside a
+feed (in a ``processes=N`` worker, or a script), a fetcher opens itself on the first call, in
+the loop that makes it, and :meth:`Loader.aclose` (or ``async with``) closes it.
 """
 
 from __future__ import annotations
@@ -106,17 +108,21 @@ class Loader:
         self._users += 1
         if self._users > 1:
             return
+        try:
+            self._start(loop, feed)
+        except BaseException:
+            self._users = 0
+            await self._close_pool()
+            raise
+
+    def _start(self, loop: asyncio.AbstractEventLoop, feed: Feed | None) -> None:
+        """Create the pool and the subclass's resources; no awaiting, so no interleaving."""
         self._loop = loop
         pool = self._executor
         if pool is None:
             pool = DaemonThreadPool(self._pool_size(feed), f"asyncfeed-{self._kind}-decode")
         self._pool = pool
-        try:
-            self._open_resources(feed)
-        except BaseException:
-            self._users = 0
-            await self._close_pool()
-            raise
+        self._open_resources(feed)
 
     async def aclose(self) -> None:
         """Close once the last opener closes: resources first, then the decode pool."""
@@ -161,17 +167,33 @@ class Loader:
     def is_open(self) -> bool:
         return self._users > 0
 
-    def _check_open(self) -> Executor:
+    def _ensure_open(self) -> Executor:
+        """The decode pool; the first call outside a feed opens the fetcher on this loop.
+
+        A lazily opened fetcher (a worker process, a script) is closed by :meth:`aclose`.
+
+        Raises:
+            FeedStateError: the fetcher is open on another event loop.
+        """
+        loop = asyncio.get_running_loop()
         pool = self._pool
         if pool is None:
-            raise FeedStateError(
-                f"{self._kind} is not open: pass it to a Feed, or use 'async with' around it"
-            )
+            self._users = 1
+            try:
+                self._start(loop, None)
+            except BaseException:
+                self._users = 0
+                self._pool = self._loop = None
+                raise
+            pool = self._pool
+            assert pool is not None
+        elif self._loop is not loop:
+            raise FeedStateError(f"{self._kind} is open on another event loop")
         return pool
 
     async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in the decode pool; on cancel the call finishes unobserved."""
-        return await asyncio.wrap_future(self._check_open().submit(fn, *args))
+        return await asyncio.wrap_future(self._ensure_open().submit(fn, *args))
 
     # -- seed-style use -------------------------------------------------------------------
 

@@ -64,6 +64,7 @@ class RebatchStage:
                 break
             ledger.move(rows, Stage.QUEUED, Stage.REBATCHING)
             self._outbox.extend(self.rebatcher.push(arrays))
+            del arrays  # hold no chunk while waiting: it may pin a worker's shared memory
             if self._outbox:
                 await self._emit()
         last = self.rebatcher.flush()

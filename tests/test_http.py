@@ -255,15 +255,20 @@ async def test_only_http_and_https_urls_are_fetched(fault_server: FaultServer) -
     )
 
 
-async def test_fetcher_used_outside_a_feed_must_be_opened(fault_server: FaultServer) -> None:
+async def test_fetcher_used_outside_a_feed_opens_lazily_and_aclose_closes_it(
+    fault_server: FaultServer,
+) -> None:
     fetcher = af.HttpFetcher()
-    with pytest.raises(af.FeedStateError, match="http is not open"):
-        await fetcher(fault_server.url("/png/0"))
-    async with fetcher:
-        chunk = await fetcher((fault_server.url("/png/0"), 7))
-        body = await fetcher.fetch_bytes(fault_server.url("/png/0"))
+    chunk = await fetcher((fault_server.url("/png/0"), 7))  # opens on this loop
+    session = fetcher.session
+    assert session is not None and fetcher.is_open
+    body = await fetcher.fetch_bytes(fault_server.url("/png/0"))
+    await fetcher.aclose()
+    assert session.closed and not fetcher.is_open
     assert chunk[0].shape == (1, PNG_SIZE, PNG_SIZE, 3) and chunk[1].tolist() == [7]
     assert body.startswith(b"\x89PNG")
+    async with fetcher:  # reopens cleanly
+        assert fetcher.session is not None and fetcher.session is not session
 
 
 async def test_a_seed_feed_over_an_exhausted_iterator_says_so(fault_server: FaultServer) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import pickle
 import re
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,7 +53,7 @@ def served_pngs() -> Iterator[str]:
 @pytest.mark.timeout(30)
 def test_a_started_feed_opens_its_session_on_the_private_loop(served_pngs: str) -> None:
     fetcher = af.HttpFetcher()
-    keys = [(served_pngs.format(i=i), i) for i in range(8)]
+    keys = ((served_pngs.format(i=i), i) for i in itertools.count())  # endless: runs until stop
     feed = af.Feed.from_keys(
         keys, fetcher, blobs=["data", "label"], batch_size=4, ordered=True, log_interval=None
     )
@@ -66,6 +69,42 @@ def test_a_started_feed_opens_its_session_on_the_private_loop(served_pngs: str) 
     data = np.concatenate([first["data"], second["data"]])
     assert all(np.array_equal(data[i], synthetic_image(i % 4, 16)) for i in range(8))
     assert np.concatenate([first["label"], second["label"]]).tolist() == list(range(8))
+
+
+@pytest.mark.timeout(60)
+def test_processes_open_the_fetcher_in_each_worker(served_pngs: str) -> None:
+    keys = [(served_pngs.format(i=i), i) for i in range(16)]
+    feed = af.Feed.from_keys(
+        keys,
+        af.HttpFetcher(),
+        blobs=["data", "label"],
+        batch_size=8,
+        ordered=True,
+        concurrency=4,
+        processes=2,
+        log_interval=None,
+    )
+    feed.start()
+    try:
+        batches = [feed.get(timeout=30) for _ in range(2)]
+    finally:
+        feed.stop()
+    data = np.concatenate([b["data"] for b in batches])
+    assert all(np.array_equal(data[i], synthetic_image(i % 4, 16)) for i in range(16))
+    (host,) = feed.stats().hosts.values()  # the workers report every so often: a lower bound
+    assert 1 <= host["requests"] <= 16 and host["bytes"] > 0
+
+
+def test_a_fetcher_serves_one_loop_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "0.npy"
+    np.save(path, np.zeros(3))
+    files = af.FileFetcher()
+    asyncio.run(files.open())
+    with pytest.raises(af.FeedStateError, match=r"^files is open on another event loop$"):
+        asyncio.run(files(str(path)))
+    asyncio.run(files.aclose())
+    assert asyncio.run(files(str(path)))[0].shape == (1, 3)  # lazily opened, on this loop
+    asyncio.run(files.aclose())
 
 
 def test_fetchers_pickle_their_configuration_only() -> None:
