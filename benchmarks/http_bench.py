@@ -72,11 +72,19 @@ def serve_in_subprocess(
                 proc.kill()
 
 
-async def _stream(template: str, concurrency: int, seconds: float, warmup: float) -> dict[str, Any]:
+async def _stream(
+    template: str, concurrency: int, seconds: float, warmup: float, processes: int | None = None
+) -> dict[str, Any]:
     keys = (template.format(i=i) for i in itertools.cycle(range(COUNT)))
     fetcher = af.HttpFetcher()
     feed = af.Feed.from_keys(
-        keys, fetcher, blobs=["data"], batch_size=BATCH, concurrency=concurrency, log_interval=None
+        keys,
+        fetcher,
+        blobs=["data"],
+        batch_size=BATCH,
+        concurrency=concurrency,
+        processes=processes,
+        log_interval=None,
     )
     rows = 0
     async with feed:
@@ -91,7 +99,7 @@ async def _stream(template: str, concurrency: int, seconds: float, warmup: float
                 break
         elapsed = time.perf_counter() - start
         hosts = feed.stats().hosts
-    (host,) = hosts.values()
+    host = next(iter(hosts.values()), {"latency_p50": 0.0, "latency_p99": 0.0, "errors": {}})
     return {
         "rows_per_s": rows / elapsed,
         "latency_p50_ms": host["latency_p50"] * 1e3,
@@ -107,21 +115,24 @@ def measure_http(
     latency_ms: float = 20.0,
     cpu_bound: float | None = None,
     warmup: float = 1.0,
+    processes: int | None = None,
 ) -> dict[str, Any]:
     """Rows/s of the HTTP workload at ``concurrency``, with its bound and the ratio to it.
 
-    ``cpu_bound`` (rows/s) is measured with :func:`measure_cpu_bound` when not given.
+    ``cpu_bound`` (rows/s) is measured with :func:`measure_cpu_bound` when not given;
+    ``processes`` runs the fetchers in that many worker processes (``Feed(processes=N)``).
     """
     if cpu_bound is None:
         cpu_bound = measure_cpu_bound()["cpu_bound"]
     with serve_in_subprocess(latency_ms) as template:
-        result = asyncio.run(_stream(template, concurrency, seconds, warmup))
+        result = asyncio.run(_stream(template, concurrency, seconds, warmup, processes))
     bound = min(concurrency / (latency_ms / 1e3), cpu_bound) if latency_ms else cpu_bound
     return {
         "workload": "http_jpeg_256",
         "concurrency": concurrency,
         "latency_ms": latency_ms,
         "batch_size": BATCH,
+        "processes": processes,
         "bound": bound,
         "ratio": result["rows_per_s"] / bound,
         **result,
@@ -154,6 +165,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="*", default=[8, 64, 256])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--processes", type=int, default=None, help="Feed(processes=N)")
     parser.add_argument("--json", action="store_true", help="print JSON lines only")
     args = parser.parse_args()
     cpu = measure_cpu_bound()
@@ -165,7 +177,13 @@ def main() -> None:
     else:
         print(json.dumps(cpu))
     for c in args.concurrency:
-        r = measure_http(c, args.seconds, latency_ms=args.latency_ms, cpu_bound=cpu["cpu_bound"])
+        r = measure_http(
+            c,
+            args.seconds,
+            latency_ms=args.latency_ms,
+            cpu_bound=cpu["cpu_bound"],
+            processes=args.processes,
+        )
         if args.json:
             print(json.dumps(r))
             continue
