@@ -13,6 +13,8 @@ the loop that makes it, and :meth:`Loader.aclose` (or ``async with``) closes it.
 
 from __future__ import annotations
 
+import abc
+
 import asyncio
 import logging
 import os
@@ -64,7 +66,7 @@ def chunk_of(item: np.ndarray, label: Any) -> list[np.ndarray]:
     return [item[None], np.asarray(label)[None]]
 
 
-class Loader:
+class Loader(abc.ABC):
     """Base of the ready-made fetchers: refcounted open/close on one loop, a decode pool.
 
     Args:
@@ -210,8 +212,9 @@ class Loader:
         """Per-host statistics; empty for fetchers that have no hosts."""
         return {}
 
+    @abc.abstractmethod
     async def __call__(self, key: Any) -> list[np.ndarray] | dict[str, np.ndarray]:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Fetch and decode one key into a chunk."""
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle the configuration only: resources are recreated in the loop that opens it."""
