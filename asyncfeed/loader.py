@@ -14,7 +14,6 @@ the loop that makes it, and :meth:`Loader.aclose` (or ``async with``) closes it.
 from __future__ import annotations
 
 import abc
-
 import asyncio
 import logging
 import os
@@ -160,10 +159,12 @@ class Loader(abc.ABC):
         return self._decode_threads
 
     def _open_resources(self, feed: Feed | None) -> None:
-        """Subclasses: create loop-bound resources (no awaiting)."""
+        """Subclasses: create loop-bound resources (no awaiting); none by default."""
+        return None
 
     async def _close_resources(self) -> None:
-        """Subclasses: close what :meth:`_open_resources` created."""
+        """Subclasses: close what :meth:`_open_resources` created; nothing by default."""
+        return None
 
     @property
     def is_open(self) -> bool:
