@@ -7,9 +7,12 @@ derive from the builtin that callers already catch::
     ├── ConfigError(ValueError)        a constructor argument is out of range or of the wrong kind
     ├── ChunkError(ValueError)         a fetcher returned a chunk that does not fit the blobs
     ├── FetchError                     a fetcher raised; carries worker_id / key, chains the cause
+    │   ├── HttpError                  an HTTP fetch failed for good: url, status, attempts
+    │   └── DecodeError(ValueError)    bytes that are not a readable image or array: source
     ├── FeedStateError(RuntimeError)   an operation the feed's lifecycle does not allow now
     ├── FeedExhausted                  get() on a finite feed that delivered its last batch
     ├── FeedTimeoutError(TimeoutError) get(), stop() or a sink's blocking read ran past its timeout
+    ├── RemoteTraceback                the traceback text of an exception raised in a worker process
     └── SinkError                      a sink failed to take a batch (other than by being closed)
         └── RecordError(ValueError)    a record does not fit the sink: blob count, unsupported dtype
 
@@ -24,11 +27,14 @@ __all__ = [
     "AsyncFeedError",
     "ChunkError",
     "ConfigError",
+    "DecodeError",
     "FeedExhausted",
     "FeedStateError",
     "FeedTimeoutError",
     "FetchError",
+    "HttpError",
     "RecordError",
+    "RemoteTraceback",
     "SinkError",
 ]
 
@@ -55,6 +61,22 @@ class FeedExhausted(AsyncFeedError):
 
 class FeedTimeoutError(AsyncFeedError, TimeoutError):
     """``get()``, ``stop()`` or a sink's blocking read did not complete within its timeout."""
+
+
+class RemoteTraceback(AsyncFeedError):
+    """The formatted traceback of an exception raised in a worker process (``processes=N``).
+
+    When the original exception is re-raised in the feed's process it carries this as its
+    ``__cause__``, so the worker's stack shows in the consumer's traceback. It stands in for
+    the original when that could not be pickled. ``str()`` is the traceback text.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text.rstrip()}\n"""'
 
 
 class SinkError(AsyncFeedError):
@@ -86,3 +108,63 @@ class FetchError(AsyncFeedError):
 
 def _rebuild_fetch_error(message: str, worker_id: int | None, key: Any) -> FetchError:
     return FetchError(message, worker_id=worker_id, key=key)
+
+
+class HttpError(FetchError):
+    """An HTTP fetch failed for good (not retried, or out of attempts).
+
+    Attributes:
+        url: the URL requested.
+        status: the last HTTP status, or ``None`` when no response came (connection error,
+            timeout).
+        attempts: how many requests were made.
+        kind: what went wrong, as counted in the per-host stats: ``"status"``, ``"timeout"``,
+            ``"connection"``, ``"too_large"``, ``"content_type"`` or ``"url"``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str,
+        status: int | None = None,
+        attempts: int = 1,
+        kind: str = "status",
+        key: Any = None,
+    ) -> None:
+        super().__init__(message, key=key)
+        self.url = url
+        self.status = status
+        self.attempts = attempts
+        self.kind = kind
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_http_error,
+            (str(self), self.url, self.status, self.attempts, self.kind, self.key),
+        )
+
+
+def _rebuild_http_error(
+    message: str, url: str, status: int | None, attempts: int, kind: str, key: Any
+) -> HttpError:
+    return HttpError(message, url=url, status=status, attempts=attempts, kind=kind, key=key)
+
+
+class DecodeError(FetchError, ValueError):
+    """Fetched bytes are not a readable image or array, or the image has too many pixels.
+
+    Attributes:
+        source: the URL or path the bytes came from.
+    """
+
+    def __init__(self, message: str, *, source: str, key: Any = None) -> None:
+        super().__init__(message, key=key)
+        self.source = source
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_decode_error, (str(self), self.source, self.key))
+
+
+def _rebuild_decode_error(message: str, source: str, key: Any) -> DecodeError:
+    return DecodeError(message, source=source, key=key)

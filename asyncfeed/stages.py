@@ -75,18 +75,19 @@ class RebatchStage:
             except ChannelClosed:
                 break
             ledger.move(rows, Stage.QUEUED, Stage.REBATCHING)
-            step = self.rebatcher.batch_size
-            if rows <= step or not self.rebatcher.rebatch:
-                self._unpushed = rows
-                self._outbox.extend(self.rebatcher.push(arrays))
-                self._unpushed = 0
-                if self._outbox:
-                    await self._emit()
-                continue
-            for pos in range(0, rows, step):
+            large = rows > self.rebatcher.batch_size and self.rebatcher.rebatch
+            step = self.rebatcher.batch_size if large else rows
+            pos = 0
+            while pos < rows:
+                end = min(rows, pos + step)
+                piece = [a[pos:end] for a in arrays] if large else arrays
                 self._unpushed = rows - pos
-                self._outbox.extend(self.rebatcher.push([a[pos : pos + step] for a in arrays]))
-                self._unpushed = max(0, rows - pos - step)
+                self._outbox.extend(self.rebatcher.push(piece))
+                self._unpushed = rows - end
+                pos = end
+                del piece
+                if pos == rows:
+                    del arrays  # hold no chunk while waiting: it may pin a worker's shared memory
                 if self._outbox:
                     await self._emit()
         last = self.rebatcher.flush()

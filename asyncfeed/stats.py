@@ -205,13 +205,18 @@ class FeedCounters:
 
 
 class LagWarning:
-    """Warns, at most once per ``period`` seconds, that the chunk queue runs nearly empty."""
+    """Warns, at most once per ``period`` seconds, that the chunk queue runs nearly empty.
 
-    __slots__ = ("_last", "period", "source")
+    Silent for the first ``grace`` seconds: every feed starts with an empty queue.
+    """
 
-    def __init__(self, source: str, period: float = 60.0) -> None:
+    __slots__ = ("_last", "_start", "grace", "period", "source")
+
+    def __init__(self, source: str, period: float = 60.0, grace: float = 10.0) -> None:
         self.source = source
         self.period = period
+        self.grace = grace
+        self._start = time.monotonic()
         self._last = -period
 
     def check(self, depth: int, capacity: int) -> None:
@@ -219,7 +224,7 @@ class LagWarning:
         if depth * 20 > capacity:
             return
         now = time.monotonic()
-        if now - self._last >= self.period:
+        if now - self._start >= self.grace and now - self._last >= self.period:
             self._last = now
             log.warning(
                 "data loading lagging: source %r chunk queue holds %d of %d",
