@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, final
@@ -142,19 +143,22 @@ class QueuePerBlob:
     """A sink with one single-blob :class:`BlobsQueue` per blob, as Caffe2's ``data_workers``.
 
     ``put(batch)`` enqueues each blob's array into that blob's queue, in blob order, and
-    returns False as soon as one of the queues is closed. ``queues[name].dequeue()`` returns
+    returns False as soon as one of the queues is closed. It is all or nothing: a batch is
+    written to the queues only once every one of them has room, so closing the sink while
+    ``put`` waits never leaves part of a batch readable. ``queues[name].dequeue()`` returns
     a one-array record. Closing the sink closes every queue.
 
     Raises:
         ConfigError: invalid ``blobs`` or ``capacity``.
     """
 
-    __slots__ = ("queues",)
+    __slots__ = ("_lock", "queues")
 
     def __init__(self, blobs: Sequence[str], capacity: int = 4) -> None:
         self.queues: Final[Mapping[str, BlobsQueue]] = {
             name: BlobsQueue(capacity, 1) for name in check_blobs(blobs)
         }
+        self._lock: Final = threading.Lock()  # commits of one batch vs close()
 
     def __repr__(self) -> str:
         return f"<QueuePerBlob {list(self.queues)}>"
@@ -171,9 +175,25 @@ class QueuePerBlob:
         """
         if batch.keys() != self.queues.keys():
             raise RecordError(f"expected blobs {list(self.queues)}, got {list(batch)}")
-        return all(q.safe_enqueue((batch[name],)) for name, q in self.queues.items())
+        held: list[ClosableQueue[Record]] = []
+        try:
+            for q in self.queues.values():
+                if not q._q.reserve():
+                    return False
+                held.append(q._q)
+            with self._lock:
+                if any(cq.closed for cq in held):
+                    return False
+                for name, cq in zip(self.queues, held, strict=True):
+                    cq.commit((batch[name],))
+                held.clear()
+                return True
+        finally:
+            for cq in held:
+                cq.release()
 
     def close(self) -> None:
         """Close every queue, waking their readers and writers. Idempotent."""
-        for q in self.queues.values():
-            q.close()
+        with self._lock:
+            for q in self.queues.values():
+                q.close()

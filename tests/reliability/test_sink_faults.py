@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import asyncfeed as af
-from asyncfeed.sinks import BlobsQueue
+from asyncfeed.sinks import BlobsQueue, QueuePerBlob
 from tests.reliability.faults import (
     CounterSource,
     FaultyFetcher,
@@ -185,3 +185,23 @@ def test_a_keyed_feed_into_a_sink_flushes_then_closes_it() -> None:
     join_threads("asyncfeed-keys-sink")
     assert tracker.partial and sorted(tracker.seen) == list(range(53))
     assert_clean_end(feed, tracker, causes=set(), issued=53)
+
+
+@pytest.mark.timeout(10)
+def test_closing_a_queue_per_blob_sink_mid_put_leaves_no_half_batch() -> None:
+    sink = QueuePerBlob(["ids", "x"], capacity=1)
+    assert sink.queues["x"].safe_enqueue((np.zeros(2),))  # x full, ids empty
+    outcome: list[bool] = []
+    writer = threading.Thread(
+        target=lambda: outcome.append(sink.put({"ids": np.arange(2), "x": np.ones(2)}))
+    )
+    writer.start()
+    writer.join(0.2)
+    assert writer.is_alive()  # the bridge thread is blocked in put, waiting for room in x
+    sink.close()  # the training side closes the sink
+    writer.join(5)
+    assert outcome == [False]  # the batch is counted as not accepted: none of it is readable
+    assert sink.queues["ids"].dequeue(timeout=1) is None
+    got = sink.queues["x"].dequeue(timeout=1)
+    assert got is not None and not got[0].any()  # only what was there before
+    assert sink.queues["x"].dequeue(timeout=1) is None
