@@ -148,7 +148,7 @@ def run_sink(feed: af.Feed, q: BlobsQueue, batch_size: int, target: int, soak: S
 
 @pytest.mark.soak
 @pytest.mark.timeout(120)
-def test_soak_a_million_rows_through_faults_stalls_and_stops() -> None:
+def test_soak_millions_of_rows_through_faults_stalls_and_stops() -> None:
     counter = CounterSource()
     soak = Soak()
     process = psutil.Process()
