@@ -197,6 +197,50 @@ class FeedCounters:
             self._window_start = now
             self._window_rows = 0
 
+    def snapshot(
+        self,
+        *,
+        source: str,
+        state: str,
+        ledger: Ledger | None,
+        chunk_queue_depth: int,
+        batch_queue_depth: int,
+        hosts: Mapping[str, Mapping[str, Any]],
+    ) -> FeedStats:
+        """A :class:`FeedStats` from these counters and the source's ledger (None: unstarted)."""
+        if ledger is None:
+            fetched, delivered = 0, 0
+            dropped: dict[str, int] = {}
+            stages: tuple[int, ...] = (0, 0, 0, 0)
+        else:
+            fetched, delivered, dropped, stages = ledger.snapshot()
+        calls = self.fetch_calls
+        return FeedStats(
+            source=source,
+            state=state,
+            rows_fetched=fetched,
+            rows_delivered=delivered,
+            rows_dropped=sum(dropped.values()),
+            dropped_by_cause=dropped,
+            rows_in_flight=sum(stages),
+            rows_queued=stages[Stage.QUEUED],
+            rows_rebatching=stages[Stage.REBATCHING],
+            rows_batched=stages[Stage.BATCHED],
+            rows_handing=stages[Stage.HANDING],
+            batches_delivered=self.batches_delivered,
+            fetch_calls=calls,
+            fetch_none=self.fetch_none,
+            fetch_empty=self.fetch_empty,
+            fetch_errors=self.fetch_errors,
+            chunk_queue_depth=chunk_queue_depth,
+            batch_queue_depth=batch_queue_depth,
+            inputs_per_sec=self.inputs_per_sec(),
+            mean_fetch_time=self.fetch_time / calls if calls else 0.0,
+            mean_enqueue_time=self.enqueue_time / self.enqueue_count if self.enqueue_count else 0.0,
+            time_elapsed=time.monotonic() - self.started,
+            hosts=hosts,
+        )
+
     def inputs_per_sec(self) -> float:
         """Rows/s over the last closed window of about a second (0.0 before the first)."""
         if time.monotonic() - self._window_start > 2 * self.WINDOW:
