@@ -189,3 +189,37 @@ async def test_a_fetcher_that_resists_cancellation_makes_stop_time_out_not_hang(
     with timed():
         await feed.aclose()  # once the fetcher lets go, a second close completes
     assert_clean_end(feed, causes={"stop"}, issued=counter.issued)
+
+
+@pytest.mark.parametrize("how", ["stop", "fail"])
+async def test_one_feed_of_a_shared_source_ending_leaves_the_other_whole(
+    counter: CounterSource, how: str
+) -> None:
+    fail = asyncio.Event()
+
+    async def fetch(worker_id: int, batch_size: int) -> list[np.ndarray]:
+        await asyncio.sleep(0)
+        if fail.is_set() and worker_id in one.worker_ids:
+            raise OSError("one's fetcher breaks")
+        return counter.chunk(3)
+
+    one = af.Feed(fetch, blobs=counter.blobs, batch_size=8, concurrency=2, source="shared")
+    two = af.Feed(fetch, blobs=counter.blobs, batch_size=8, concurrency=2, source="shared")
+    tracker = Tracker(8)
+    async with two:
+        await one.__aenter__()
+        for _ in range(20):
+            tracker.add(await anext(one))
+            tracker.add(await anext(two))
+        if how == "fail":
+            fail.set()
+            with pytest.raises(af.FetchError, match="one's fetcher breaks"):
+                while True:
+                    tracker.add(await anext(one))
+        with timed():
+            await one.aclose()
+        for _ in range(50):  # the survivor goes on with the shared queue
+            tracker.add(await anext(two))
+    stats = assert_clean_end(two, causes={"stop", "error"}, issued=counter.issued)
+    assert stats.rows_delivered == tracker.rows  # one ledger for the source, each row once
+    assert one.stats().batches_delivered + stats.batches_delivered == tracker.batches
