@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -223,3 +224,23 @@ async def test_one_feed_of_a_shared_source_ending_leaves_the_other_whole(
     stats = assert_clean_end(two, causes={"stop", "error"}, issued=counter.issued)
     assert stats.rows_delivered == tracker.rows  # one ledger for the source, each row once
     assert one.stats().batches_delivered + stats.batches_delivered == tracker.batches
+
+
+async def test_stop_while_an_async_key_source_hangs() -> None:
+    async def keys() -> AsyncIterator[int]:
+        for k in range(5):
+            yield k
+        await asyncio.get_running_loop().create_future()  # the listing never ends
+
+    feed = af.Feed.from_keys(keys(), chunk_for, blobs=["ids", "x"], batch_size=2, ordered=True)
+    tracker = Tracker(2)
+    await feed.__aenter__()
+    for _ in range(2):
+        tracker.add(await anext(feed))
+    waiting = asyncio.create_task(anext(feed))  # row 4 waits in the rebatcher for a 6th key
+    await asyncio.sleep(0)
+    with timed():
+        await feed.aclose()
+    with pytest.raises(StopAsyncIteration):
+        await waiting
+    assert_clean_end(feed, tracker, causes={"stop"}, issued=5)
