@@ -20,7 +20,6 @@ from .errors import RecordError as RecordError
 from .errors import RemoteTraceback as RemoteTraceback
 from .errors import SinkError as SinkError
 from .feed import Feed as Feed
-from .feed import FeedState as FeedState
 from .files import FileFetcher as FileFetcher
 from .files import iter_files as iter_files
 from .http import HttpFetcher as HttpFetcher
@@ -31,6 +30,7 @@ from .service import ImageService as ImageService
 from .sinks import BlobsQueue as BlobsQueue
 from .sinks import Sink as Sink
 from .sinks import TorchSink as TorchSink
+from .state import FeedState as FeedState
 from .stats import DropCause as DropCause
 from .stats import ExternalLogger as ExternalLogger
 from .stats import FeedStats as FeedStats
