@@ -1,0 +1,82 @@
+"""asyncfeed, consumed with ``async for`` on the feed's loop or with ``get()`` from a thread."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from ..data import Streams
+from ..runner import AsyncRunner, Runner
+
+__all__ = ["FeedAsyncRunner", "FeedSyncRunner"]
+
+FeedFactory = Callable[[], Any]  # () -> asyncfeed.Feed, called where the feed will run
+
+
+class _Arrays:
+    """Async iterator over a feed's batches as lists of arrays in blob order."""
+
+    def __init__(self, feed: Any) -> None:
+        self._feed = feed
+        self._blobs = tuple(feed.blobs)
+
+    def __aiter__(self) -> _Arrays:
+        return self
+
+    async def __anext__(self) -> list[Any]:
+        batch = await self._feed.__anext__()
+        return [batch[name] for name in self._blobs]
+
+
+class FeedAsyncRunner(AsyncRunner):
+    """``async with feed: async for batch in feed`` — the consumer shares the feed's loop."""
+
+    def __init__(self, streams: Streams, make_feed: FeedFactory, note: str = "") -> None:
+        super().__init__(streams)
+        self._make_feed = make_feed
+        self._feed: Any = None
+        self.note = note
+
+    @contextlib.asynccontextmanager
+    async def batches(self) -> AsyncIterator[_Arrays]:
+        feed = self._make_feed()
+        self._feed = feed
+        async with feed:
+            yield _Arrays(feed)
+
+    async def held_rows_async(self, ended: bool) -> int | None:
+        stats = self._feed.stats()
+        return int(stats.rows_in_flight)
+
+
+class FeedSyncRunner(Runner):
+    """``feed.start()`` / ``feed.get()`` / ``feed.stop()``: the feed runs on its private loop
+    thread, the consumer is the measuring thread."""
+
+    def __init__(self, streams: Streams, make_feed: FeedFactory, note: str = "") -> None:
+        super().__init__(streams)
+        self._make_feed = make_feed
+        self._feed: Any = None
+        self.note = note
+
+    def start(self) -> None:
+        self._feed = self._make_feed()
+        self._feed.start()
+
+    def next_batch(self, timeout: float | None) -> Sequence[Any] | None:
+        from asyncfeed import FeedExhausted
+
+        try:
+            batch = self._feed.get(timeout)
+        except FeedExhausted:
+            return None
+        return [batch[name] for name in self._feed.blobs]
+
+    def held_rows(self, ended: bool) -> int | None:
+        stats = self._feed.stats()
+        return int(stats.rows_in_flight)
+
+    def stop(self) -> None:
+        if self._feed is not None:
+            self._feed.stop()
