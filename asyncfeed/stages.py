@@ -53,6 +53,7 @@ class RebatchStage:
         """Run until the chunk queue is closed and drained, then flush and close the output."""
         chunks = self.chunks
         ledger = self.ledger
+        push = self.rebatcher.push
         while True:
             try:
                 try:
@@ -62,9 +63,21 @@ class RebatchStage:
                     arrays, rows, _ = await chunks.get()
             except ChannelClosed:
                 break
-            ledger.move(rows, Stage.QUEUED, Stage.REBATCHING)
-            self._outbox.extend(self.rebatcher.push(arrays))
-            if self._outbox:
+            # Take what is already queued, without awaiting, until a batch is complete;
+            # the taken rows change stage in one ledger update, before anything can observe
+            # a batch made of them.
+            moved = rows
+            made = push(arrays)
+            while not made:
+                try:
+                    arrays, rows, _ = chunks.get_nowait()
+                except (asyncio.QueueEmpty, ChannelClosed):
+                    break
+                moved += rows
+                made = push(arrays)
+            ledger.move(moved, Stage.QUEUED, Stage.REBATCHING)
+            if made:
+                self._outbox.extend(made)
                 await self._emit()
         last = self.rebatcher.flush()
         if last is not None:
