@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import os
@@ -137,13 +138,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         if why_not:
             print(f"[{name}] not available: {why_not}", file=sys.stderr)
-            sections.append((wl.title, wl.description, None, [], why_not))
+            sections.append((wl.title, wl.description, None, [], why_not, wl.table_kind))
             continue
-        records = run_suite(specs, reps=args.reps, timeout=args.timeout, progress=_progress)
+        with wl.session() as shared:
+            specs = [dataclasses.replace(s, params={**s.params, **shared}) for s in specs]
+            records = run_suite(specs, reps=args.reps, timeout=args.timeout, progress=_progress)
         all_records += records
-        summary = summarise(records).get(name, {})
+        summary = wl.decorate(summarise(records).get(name, {}))
         summaries[name] = summary
-        sections.append((wl.title, wl.description, summary, wl.targets(summary), None))
+        sections.append(
+            (wl.title, wl.description, summary, wl.targets(summary), None, wl.table_kind)
+        )
     if args.list:
         return 0
     meta = _meta(args, phases)

@@ -40,6 +40,7 @@ METRICS = (
     "first_batch_s",
     "stop_s",
     "bytes_per_s",
+    "us_per_batch",
 )
 
 

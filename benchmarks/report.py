@@ -11,7 +11,15 @@ from typing import Any
 
 from .workloads.base import Target
 
-__all__ = ["fmt_num", "fmt_range", "markdown", "plot_http", "table", "write_results"]
+__all__ = [
+    "fmt_num",
+    "fmt_range",
+    "latency_table",
+    "markdown",
+    "plot_http",
+    "table",
+    "write_results",
+]
 
 Summary = dict[str, dict[str, Any]]
 
@@ -148,13 +156,34 @@ def table(summary: Summary) -> str:
     return "\n".join(lines)
 
 
-def markdown(
-    meta: dict[str, Any],
-    sections: Sequence[tuple[str, str, Summary | None, Sequence[Target], str | None]],
-) -> str:
+def latency_table(summary: Summary) -> str:
+    """The table of a workload measured in µs per batch."""
+    cols = ("configuration", "µs per batch median (min–max)", "batches/s", "notes")
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in summary.values():
+        label = f"**{row['label']}**" if row["primary"] else row["label"]
+        if row["status"] != "ok":
+            why = f"{row['status']}: {row.get('reason') or ''}".strip()
+            cells = [label, why, "–", "–"]
+        else:
+            cells = [
+                label,
+                fmt_range(row.get("us_per_batch")),
+                fmt_num(_median(row.get("batches_per_s"))),
+                row.get("note") or "",
+            ]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+Section = tuple[str, str, Summary | None, Sequence[Target], str | None, str]
+
+
+def markdown(meta: dict[str, Any], sections: Sequence[Section]) -> str:
     """The whole report: a header, then per workload its title, description, table, targets.
 
-    ``sections``: (title, description, summary or None, targets, reason unavailable).
+    ``sections``: (title, description, summary or None, targets, reason unavailable,
+    table kind: ``"throughput"`` or ``"latency"``).
     """
     out = ["# asyncfeed benchmarks", ""]
     out.append(
@@ -177,12 +206,12 @@ def markdown(
         "check (blob count, dtype, shape, exactly batch_size rows). CPU is user + system of "
         "the whole process tree during the window; memory is the peak summed over the tree."
     )
-    for title, description, summary, targets, why_not in sections:
+    for title, description, summary, targets, why_not, kind in sections:
         out += ["", f"## {title}", "", description, ""]
         if summary is None:
             out.append(f"*Not measured: {why_not}*")
             continue
-        out.append(table(summary))
+        out.append(latency_table(summary) if kind == "latency" else table(summary))
         if targets:
             out += ["", "Targets:", ""]
             out += [t.render() for t in targets]
@@ -199,7 +228,7 @@ def plot_http(summary: Summary | None, path: Path) -> bool:
         stats = row.get("rows_per_s")
         if row.get("group") is None or stats is None or row.get("status") != "ok":
             continue
-        name = row.get("series") or row["pipeline"]
+        name = row.get("series") or row.get("params", {}).get("series") or row["pipeline"]
         series.setdefault(name, []).append(
             (int(row["group"]), stats["median"], stats["min"], stats["max"])
         )

@@ -22,7 +22,10 @@ from .data import Streams
 from .runner import Timeline
 from .spec import RunSpec, Unavailable
 
-__all__ = ["execute", "main"]
+__all__ = ["MEASURED", "execute", "main"]
+
+# Pipelines that are measurements of their own (bounds, the handoff), not pipelines to drive.
+MEASURED = ("bound", "measure")
 
 
 def execute(spec: RunSpec) -> dict[str, Any]:
@@ -32,7 +35,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         why_not = workload.available()
         if why_not is not None:
             raise Unavailable(why_not)
-        if spec.pipeline == "bound":
+        if spec.pipeline in MEASURED:
             result = workload.measure(spec)
             result["status"] = "ok"
             return result

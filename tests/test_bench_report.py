@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from benchmarks.harness import Record, run_suite, summarise
-from benchmarks.report import fmt_num, fmt_range, markdown, table
+from benchmarks.report import fmt_num, fmt_range, latency_table, markdown, table
 from benchmarks.runner import Phases
 from benchmarks.spec import RunSpec
 from benchmarks.workloads.base import Target
@@ -154,9 +154,26 @@ def test_markdown_has_every_section() -> None:
     text = markdown(
         meta,
         [
-            ("w: title", "about w", summary, [Target("goal", True, "2×")], None),
-            ("http", "about http", None, [], "not available yet"),
+            ("w: title", "about w", summary, [Target("goal", True, "2×")], None, "throughput"),
+            ("http", "about http", None, [], "not available yet", "throughput"),
         ],
     )
     assert "## w: title" in text and "- goal: **met** — 2×" in text
     assert "*Not measured: not available yet*" in text
+
+
+def test_latency_table() -> None:
+    summary = {
+        "bridge": {
+            "label": "bridge",
+            "primary": True,
+            "status": "ok",
+            "us_per_batch": {"median": 20.0, "min": 18.0, "max": 25.0},
+            "batches_per_s": {"median": 50_000.0, "min": 40_000.0, "max": 55_000.0},
+            "note": "n",
+        },
+        "torch": {"label": "torch", "primary": False, "status": "unavailable", "reason": "no"},
+    }
+    lines = latency_table(summary).splitlines()
+    assert "| **bridge** | 20.0 (18.0–25.0) | 50.0k | n |" in lines
+    assert "| torch | unavailable: no | – | – |" in lines

@@ -1,19 +1,19 @@
-"""``torchdata.nodes``: keys → ``ParallelMapper`` (threads) → ``Unbatcher`` → ``Batcher`` →
+"""``torchdata.nodes``: keys → ``ParallelMapper`` (threads) → [``Unbatcher``] → ``Batcher`` →
 ``Mapper(default_collate)`` → ``Prefetcher`` → ``Loader``, as its documentation composes them.
 
-``Batcher`` counts items, not rows: chunks are unbatched into rows first and rows batched
-again, the closest equivalent of rebatching that the library offers.
+``Batcher`` counts items, not rows: a map function that returns chunks is followed by
+``Unbatcher`` so that rows are batched again — the closest equivalent of rebatching the
+library offers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from ..data import Streams
 from ..runner import Runner
 from ..spec import Unavailable
-from .source import KeyedSource
 
 __all__ = ["TorchdataRunner"]
 
@@ -22,11 +22,14 @@ class TorchdataRunner(Runner):
     def __init__(
         self,
         streams: Streams,
-        source: KeyedSource,
+        keys: Callable[[], Iterable[Any]],
+        map_fn: Callable[[Any], Any],
         *,
+        batch_size: int,
         num_workers: int,
+        unbatch: bool,
         in_order: bool = False,
-        note: str = "",
+        note: str,
     ) -> None:
         super().__init__(streams)
         try:
@@ -36,26 +39,29 @@ class TorchdataRunner(Runner):
             raise Unavailable(f"torchdata does not import: {type(exc).__name__}: {exc}") from exc
         self._tn = tn
         self._collate = default_collate
-        self._source = source
+        self._keys = keys
+        self._map_fn = map_fn
+        self._batch_size = batch_size
         self._num_workers = num_workers
+        self._unbatch = unbatch
         self._in_order = in_order
         self._it: Iterator[Any] | None = None
         self._loader: Any = None
-        self.note = note or "ParallelMapper threads; chunks unbatched to rows, Batcher re-batches"
+        self.note = note
 
     def start(self) -> None:
         tn = self._tn
-        src = self._source
-        node = tn.IterableWrapper(src.keys())
+        node = tn.IterableWrapper(self._keys())
         node = tn.ParallelMapper(
             node,
-            map_fn=src.fetch_rows,
+            map_fn=self._map_fn,
             num_workers=self._num_workers,
             in_order=self._in_order,
             method="thread",
         )
-        node = tn.Unbatcher(node)
-        node = tn.Batcher(node, batch_size=src.batch_size, drop_last=False)
+        if self._unbatch:
+            node = tn.Unbatcher(node)
+        node = tn.Batcher(node, batch_size=self._batch_size, drop_last=False)
         node = tn.Mapper(node, map_fn=self._collate)
         node = tn.Prefetcher(node, prefetch_factor=2)
         self._loader = tn.Loader(node)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from ..checks import BatchChecker
@@ -33,6 +35,8 @@ class Workload(abc.ABC):
     name: str
     title: str
     description: str
+    #: "throughput" (rows/s, CPU, memory, accounting) or "latency" (µs per batch)
+    table_kind: str = "throughput"
 
     def available(self) -> str | None:
         """None when the workload can run here, else why not (shown instead of a table)."""
@@ -56,6 +60,18 @@ class Workload(abc.ABC):
     def measure(self, spec: RunSpec) -> dict[str, Any]:
         """Measure a configuration that is not a pipeline (a bound); returns its metrics."""
         raise NotImplementedError(f"{self.name} has no measurement {spec.pipeline!r}")
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[dict[str, Any]]:
+        """Set-up shared by every run of the workload (e.g. a server), in the parent process.
+
+        Yields parameters merged into every spec's ``params``.
+        """
+        yield {}
+
+    def decorate(self, summary: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The summary as the table shows it (a workload may add derived rows)."""
+        return summary
 
     def targets(self, summary: dict[str, dict[str, Any]]) -> list[Target]:
         """The workload's targets, judged on the summarised results (keyed by label)."""

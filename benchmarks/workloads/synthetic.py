@@ -123,11 +123,29 @@ class SyntheticWorkload(Workload):
         if kind == "torchdata":
             from ..pipelines.torchdata_nodes import TorchdataRunner
 
-            return TorchdataRunner(streams, self._keyed(streams), num_workers=c)
+            src = self._keyed(streams)
+            return TorchdataRunner(
+                streams,
+                src.keys,
+                src.fetch_rows,
+                batch_size=self.batch_size,
+                num_workers=c,
+                unbatch=True,
+                note="ParallelMapper threads; chunks unbatched to rows, Batcher re-batches",
+            )
         if kind == "spdl":
             from ..pipelines.spdl_pipe import SpdlRunner
 
-            return SpdlRunner(streams, self._keyed(streams), concurrency=c, use_async=True)
+            src = self._keyed(streams)
+            return SpdlRunner(
+                streams,
+                src.keys,
+                [(src.afetch_rows, c)],
+                batch_size=self.batch_size,
+                disaggregate=True,
+                num_threads=c,
+                note="async fetch; chunks disaggregated to rows, aggregate(n) + np.stack",
+            )
         raise Unavailable(f"no pipeline {kind!r} in workload {self.name}")
 
     def _make_feed(self, streams: Streams) -> Any:
@@ -222,10 +240,11 @@ def copy_bound(
         size += chunk.nbytes
     ring = [np.ones((batch_size, *spec.shape), spec.dtype) for _ in range(4)]
 
-    def copy_for(seconds: float) -> tuple[int, float]:
+    def copy_for(seconds: float) -> tuple[int, float, float]:
         rows = 0
         fill = 0
         slot = 0
+        cpu = time.process_time()
         start = time.perf_counter()
         deadline = start + seconds
         while True:
@@ -242,12 +261,14 @@ def copy_bound(
                         slot = (slot + 1) % len(ring)
                 rows += n
                 if time.perf_counter() >= deadline:
-                    return rows, time.perf_counter() - start
+                    return rows, time.perf_counter() - start, time.process_time() - cpu
 
     copy_for(phases.warmup)
-    rows, secs = copy_for(phases.window)
+    rows, secs, cpu_s = copy_for(phases.window)
     return {
         "rows_per_s": rows / secs,
+        "cpu_us_per_row": 1e6 * cpu_s / rows,
+        "cpu_util": cpu_s / secs,
         "batches_per_s": rows / secs / batch_size,
         "bytes_per_s": rows * spec.row_bytes / secs,
         "window_s": secs,
