@@ -204,7 +204,10 @@ def markdown(meta: dict[str, Any], sections: Sequence[Section]) -> str:
         "produced but neither delivered nor still held by the pipeline at the end, found "
         "with counter-based row ids; *dup / bad*: rows delivered twice / batches failing the "
         "check (blob count, dtype, shape, exactly batch_size rows). CPU is user + system of "
-        "the whole process tree during the window; memory is the peak summed over the tree."
+        "the whole process tree during the window; memory is the peak summed over the tree "
+        "(RSS counts pages shared by forked workers once per process; PSS splits them). On "
+        "a machine that other work keeps busy, rows/s drift with the load; CPU µs/row "
+        "drifts much less, and the targets also give the ratio per CPU second."
     )
     for title, description, summary, targets, why_not, kind in sections:
         out += ["", f"## {title}", "", description, ""]

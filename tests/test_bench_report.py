@@ -177,3 +177,29 @@ def test_latency_table() -> None:
     lines = latency_table(summary).splitlines()
     assert "| **bridge** | 20.0 (18.0–25.0) | 50.0k | n |" in lines
     assert "| torch | unavailable: no | – | – |" in lines
+
+
+def test_http_plot_is_written(tmp_path: Any) -> None:
+    pytest.importorskip("matplotlib")
+    from benchmarks.report import plot_http
+
+    def row(series: str, group: int, rate: float) -> dict[str, Any]:
+        return {
+            "label": f"{series} @ {group}",
+            "pipeline": series,
+            "params": {"series": series},
+            "group": group,
+            "status": "ok",
+            "rows_per_s": {"median": rate, "min": rate * 0.9, "max": rate * 1.1},
+        }
+
+    summary = {
+        r["label"]: r
+        for r in [
+            row(s, c, c * k) for s, k in (("asyncfeed", 5.0), ("bound", 6.0)) for c in (8, 64)
+        ]
+    }
+    path = tmp_path / "http.png"
+    assert plot_http(summary, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plot_http({}, tmp_path / "none.png")

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from ..data import Streams
-from ..runner import AsyncRunner, Runner
+from ..runner import AsyncRunner, Runner, Timeline
+from ..spec import Unavailable
 
 __all__ = ["FeedAsyncRunner", "FeedSyncRunner"]
 
@@ -30,13 +31,29 @@ class _Arrays:
 
 
 class FeedAsyncRunner(AsyncRunner):
-    """``async with feed: async for batch in feed`` — the consumer shares the feed's loop."""
+    """``async with feed: async for batch in feed`` — the consumer shares the feed's loop.
 
-    def __init__(self, streams: Streams, make_feed: FeedFactory, note: str = "") -> None:
+    ``loop="uvloop"`` runs it on uvloop instead of asyncio's default loop.
+    """
+
+    def __init__(
+        self, streams: Streams, make_feed: FeedFactory, note: str = "", loop: str = "asyncio"
+    ) -> None:
         super().__init__(streams)
         self._make_feed = make_feed
         self._feed: Any = None
+        self._loop = loop
         self.note = note
+
+    def run(self, timeline: Timeline) -> None:
+        if self._loop != "uvloop":
+            super().run(timeline)
+            return
+        try:
+            import uvloop
+        except ImportError as exc:
+            raise Unavailable(f"uvloop does not import: {exc}") from exc
+        uvloop.run(self.arun(timeline))
 
     @contextlib.asynccontextmanager
     async def batches(self) -> AsyncIterator[_Arrays]:

@@ -151,7 +151,9 @@ class Http(Workload):
         try:
             _api()
             from asyncfeed.service import ImageService  # noqa: F401
-        except (Unavailable, ImportError) as exc:
+        except Unavailable as exc:
+            return str(exc)
+        except ImportError as exc:
             return f"not available yet: {exc}"
         return None
 
@@ -178,6 +180,7 @@ class Http(Workload):
                 )
 
             out.append(spec("asyncfeed", "asyncfeed", "asyncfeed", True))
+            out.append(spec("asyncfeed", "asyncfeed on uvloop", "asyncfeed uvloop", loop="uvloop"))
             if procs and c > 8:
                 out.append(
                     spec("asyncfeed", "asyncfeed processes=2", "asyncfeed processes=2", processes=2)
@@ -245,7 +248,10 @@ class Http(Workload):
                     **extra,
                 )
 
-            return FeedAsyncRunner(streams, make_feed, note="HttpFetcher (aiohttp), decode pool")
+            loop = spec.params.get("loop", "asyncio")
+            return FeedAsyncRunner(
+                streams, make_feed, note=f"HttpFetcher (aiohttp), decode pool, {loop}", loop=loop
+            )
         if kind == "classic":
             from ..classic import ClassicInput
             from ..pipelines.classic_pipe import ClassicRunner

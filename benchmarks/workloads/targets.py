@@ -42,7 +42,11 @@ def ratio_target(summary: Summary, prefix: str, factor: float, text: str) -> Tar
     if a is None or b is None or b <= 0:
         return Target(text, None, "not measured")
     ratio = a / b
-    return Target(text, ratio >= factor, f"{ratio:.1f}× ({theirs['label'] if theirs else ''})")
+    detail = f"{ratio:.1f}× ({theirs['label'] if theirs else ''})"
+    ca, cb = median(ours, "cpu_us_per_row"), median(theirs, "cpu_us_per_row")
+    if ca and cb:
+        detail += f"; per CPU second {cb / ca:.1f}×"
+    return Target(text, ratio >= factor, detail)
 
 
 def bound_target(summary: Summary, prefix: str, fraction: float, text: str) -> Target:
@@ -51,7 +55,11 @@ def bound_target(summary: Summary, prefix: str, fraction: float, text: str) -> T
     a, b = median(ours), median(bound)
     if a is None or b is None or b <= 0:
         return Target(text, None, "not measured")
-    return Target(text, a / b >= fraction, f"{100 * a / b:.0f} % of the bound")
+    detail = f"{100 * a / b:.0f} % of the bound"
+    ca, cb = median(ours, "cpu_us_per_row"), median(bound, "cpu_us_per_row")
+    if ca and cb:
+        detail += f"; per CPU second {100 * cb / ca:.0f} %"
+    return Target(text, a / b >= fraction, detail)
 
 
 def lossless_target(summary: Summary, text: str) -> Target:
