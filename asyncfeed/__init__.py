@@ -1,7 +1,9 @@
 """asyncfeed: an asyncio streaming input pipeline for training data.
 
 Fetchers stream chunks of numpy arrays through bounded queues into a rebatcher that emits
-batches of exactly ``batch_size`` rows, consumed with ``async for`` or from synchronous code.
+batches of exactly ``batch_size`` rows, consumed with ``async for``, from synchronous code, or
+handed to a sink (``asyncfeed.sinks``) on a dedicated thread. ``asyncfeed.data_workers`` keeps
+Caffe2's classic API.
 """
 
 from .errors import AsyncFeedError as AsyncFeedError
@@ -11,11 +13,15 @@ from .errors import FeedExhausted as FeedExhausted
 from .errors import FeedStateError as FeedStateError
 from .errors import FeedTimeoutError as FeedTimeoutError
 from .errors import FetchError as FetchError
+from .errors import RecordError as RecordError
 from .errors import SinkError as SinkError
 from .feed import Feed as Feed
 from .feed import FeedState as FeedState
 from .rebatch import Batch as Batch
 from .rebatch import Rebatcher as Rebatcher
+from .sinks import BlobsQueue as BlobsQueue
+from .sinks import Sink as Sink
+from .sinks import TorchSink as TorchSink
 from .stats import DropCause as DropCause
 from .stats import ExternalLogger as ExternalLogger
 from .stats import FeedStats as FeedStats
@@ -25,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncFeedError",
     "Batch",
+    "BlobsQueue",
     "ChunkError",
     "ConfigError",
     "DropCause",
@@ -37,5 +44,8 @@ __all__ = [
     "FeedTimeoutError",
     "FetchError",
     "Rebatcher",
+    "RecordError",
+    "Sink",
     "SinkError",
+    "TorchSink",
 ]

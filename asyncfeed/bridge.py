@@ -8,6 +8,7 @@
 - :func:`to_thread`: run one blocking call on a fresh daemon thread, awaitable and
   abandonable.
 - :func:`stop_at_exit`: stop hooks run when the interpreter shuts down, before it joins threads.
+- :func:`start_thread`: a named daemon thread, for the sink handoff (``handoff.py``).
 
 Cross-thread wake-ups go through ``loop.call_soon_threadsafe`` or thread-safe queues; nothing
 here polls.
@@ -31,6 +32,7 @@ __all__ = [
     "LoopThread",
     "acquire_loop_thread",
     "release_loop_thread",
+    "start_thread",
     "stop_at_exit",
     "to_thread",
 ]
@@ -285,3 +287,10 @@ def _run_exit_hooks() -> None:
             obj.stop(timeout=EXIT_STOP_TIMEOUT)
         except Exception:
             log.exception("asyncfeed: stopping %r at interpreter exit failed", obj)
+
+
+def start_thread(target: Callable[[], object], name: str) -> threading.Thread:
+    """Run ``target()`` on a new, started, named daemon thread (the sink bridge's thread)."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread

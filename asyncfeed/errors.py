@@ -9,8 +9,9 @@ derive from the builtin that callers already catch::
     ├── FetchError                     a fetcher raised; carries worker_id / key, chains the cause
     ├── FeedStateError(RuntimeError)   an operation the feed's lifecycle does not allow now
     ├── FeedExhausted                  get() on a finite feed that delivered its last batch
-    ├── FeedTimeoutError(TimeoutError) get() or stop() ran past its timeout
-    └── SinkError                      a sink refused a batch for a reason other than being closed
+    ├── FeedTimeoutError(TimeoutError) get(), stop() or a sink's blocking read ran past its timeout
+    └── SinkError                      a sink failed to take a batch (other than by being closed)
+        └── RecordError(ValueError)    a record does not fit the sink: blob count, unsupported dtype
 
 All of them pickle, so they cross process-pool boundaries intact.
 """
@@ -27,6 +28,7 @@ __all__ = [
     "FeedStateError",
     "FeedTimeoutError",
     "FetchError",
+    "RecordError",
     "SinkError",
 ]
 
@@ -52,11 +54,15 @@ class FeedExhausted(AsyncFeedError):
 
 
 class FeedTimeoutError(AsyncFeedError, TimeoutError):
-    """``get()`` or ``stop()`` did not complete within its timeout."""
+    """``get()``, ``stop()`` or a sink's blocking read did not complete within its timeout."""
 
 
 class SinkError(AsyncFeedError):
-    """A sink failed to accept a batch."""
+    """A sink failed to accept a batch; the sink's own exception is chained."""
+
+
+class RecordError(SinkError, ValueError):
+    """A record does not fit the sink: wrong number of blobs, or a dtype it cannot hold."""
 
 
 class FetchError(AsyncFeedError):

@@ -36,10 +36,12 @@ from .errors import (
     FetchError,
 )
 from .fetch import ErrorBudget, Fetcher, FetchFn, FetchOneFn, is_async_callable, next_worker_id
+from .handoff import SinkBridge, check_sink
 from .keys import Keys, Reorderer, check_shard
 from .options import FeedOptions
 from .queues import Channel, ChannelClosed, SourceQueue, attach_source, detach_source
 from .rebatch import Batch, Rebatcher
+from .sinks import Sink
 from .stages import RebatchStage, dispatch_keys, log_every
 from .stats import (
     DropCause,
@@ -88,6 +90,11 @@ class Feed:
             failures (counted) and stops once more than N occurred.
         log_interval: seconds between stats log lines and external-logger calls; None: never.
         external_loggers: objects with ``log(dict)`` called every ``log_interval``.
+        sink: hand every batch to ``sink.put`` on a dedicated thread instead of delivering
+            it to ``async for`` / ``get()`` (see ``asyncfeed.sinks``); up to 4 batches wait
+            for that thread besides the sink's own capacity. Stopping the feed closes the
+            sink; the sink's reader closing it stops the feed (rows not taken are counted
+            as ``sink_closed``); a finite feed closes it after its last batch.
 
     Consume with ``async with feed: async for batch in feed: ...`` on the caller's loop, or
     ``feed.start()``, ``feed.get()`` / ``for batch in feed``, ``feed.stop()`` from
@@ -114,6 +121,7 @@ class Feed:
         max_errors: int | None = None,
         log_interval: float | None = 60.0,
         external_loggers: Sequence[ExternalLogger] = (),
+        sink: Sink | None = None,
     ) -> None:
         options = FeedOptions.check(
             blobs=blobs,
@@ -130,7 +138,7 @@ class Feed:
             log_interval=log_interval,
             external_loggers=external_loggers,
         )
-        self._setup(fetch, options, keys=None)
+        self._setup(fetch, options, keys=None, sink=sink)
 
     @classmethod
     def from_keys(
@@ -153,6 +161,7 @@ class Feed:
         max_errors: int | None = None,
         log_interval: float | None = 60.0,
         external_loggers: Sequence[ExternalLogger] = (),
+        sink: Sink | None = None,
     ) -> Feed:
         """A finite (or endless) feed over ``keys``: ``fetch_one(key)`` returns one chunk.
 
@@ -183,7 +192,7 @@ class Feed:
             external_loggers=external_loggers,
         )
         feed = cls.__new__(cls)
-        feed._setup(fetch_one, options, keys=(keys, ordered, check_shard(shard)))
+        feed._setup(fetch_one, options, keys=(keys, ordered, check_shard(shard)), sink=sink)
         return feed
 
     def _setup(
@@ -191,6 +200,7 @@ class Feed:
         fn: Callable[..., Any],
         options: FeedOptions,
         keys: tuple[Keys, bool, tuple[int, int]] | None,
+        sink: Sink | None,
     ) -> None:
         if not callable(fn):
             raise ConfigError(f"the fetcher must be callable, got {fn!r}")
@@ -215,6 +225,16 @@ class Feed:
         self._error_seen = False
         self._stop_requested = False
         self._stopping: concurrent.futures.Future[None] | None = None
+        self._stop_cause = DropCause.STOP
+        self._bridge = (
+            None
+            if sink is None
+            else SinkBridge(
+                check_sink(sink),
+                name=f"asyncfeed-{options.source}-sink",
+                on_delivered=self._counters.delivered,
+            )
+        )
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -233,6 +253,11 @@ class Feed:
     @property
     def source(self) -> str:
         return self._opts.source
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error that stopped the feed, or None; reading it does not count as seeing it."""
+        return self._error
 
     def __repr__(self) -> str:
         kind = "keyed" if self._keys is not None else "seed"
@@ -300,6 +325,7 @@ class Feed:
         with self._lock:
             if self._state is FeedState.NEW:
                 self._state = FeedState.STOPPED
+                self._close_sink(DropCause.STOP)
                 return
             if self._state is FeedState.RUNNING:
                 self._state = FeedState.STOPPING
@@ -322,6 +348,9 @@ class Feed:
             if pool is not None:
                 remaining = max(0.0, deadline - time.monotonic())
                 await to_thread(pool.join, remaining, name=f"asyncfeed-{self.source}-join")
+            if self._bridge is not None:
+                remaining = max(0.0, deadline - time.monotonic())
+                await self._bridge.wait_ended(remaining)
         self._raise_unseen()
 
     def _raise_unseen(self) -> None:
@@ -367,6 +396,7 @@ class Feed:
         with self._lock:
             if self._state is FeedState.NEW:
                 self._state = FeedState.STOPPED
+                self._close_sink(DropCause.STOP)
                 return
             first = self._stopping is None
             if first:
@@ -418,6 +448,7 @@ class Feed:
             FeedStateError: the feed is not running.
             AsyncFeedError: the error that stopped the feed.
         """
+        self._check_no_sink()
         loop = self._loop
         if loop is None:
             raise FeedStateError("the feed is not started; call feed.start() first")
@@ -441,6 +472,13 @@ class Feed:
                 yield self.get()
             except FeedExhausted:
                 return
+
+    def _check_no_sink(self) -> None:
+        if self._bridge is not None:
+            raise FeedStateError(
+                f"this feed hands its batches to the sink {self._bridge.sink!r}; "
+                "read them from the sink, not from the feed"
+            )
 
     def _check_not_on_loop(self, what: str, instead: str) -> None:
         try:
@@ -498,6 +536,7 @@ class Feed:
         return self
 
     async def __anext__(self) -> Batch:
+        self._check_no_sink()
         if self._loop is None:
             raise FeedStateError("the feed is not started; use 'async with feed:' first")
         if asyncio.get_running_loop() is not self._loop:
@@ -536,6 +575,11 @@ class Feed:
             async with asyncio.TaskGroup() as tg:
                 self._start_producers(tg)
                 last = tg.create_task(self._stage.run(), name=f"asyncfeed-{self.source}-rebatch")
+                if self._bridge is not None:
+                    last = tg.create_task(
+                        self._bridge.run(self._batches, self._sq.ledger, self._on_sink_closed),
+                        name=f"asyncfeed-{self.source}-sink",
+                    )
                 logger = None
                 if self._opts.log_interval is not None:
                     logger = tg.create_task(
@@ -620,7 +664,8 @@ class Feed:
         """Runner cleanup: account for every row still held, close channels, leave the source."""
         sq = self._sq
         assert sq is not None
-        cause = DropCause.ERROR if self._error is not None else DropCause.STOP
+        cause = DropCause.ERROR if self._error is not None else self._stop_cause
+        self._close_sink(cause)
         if self._stage is not None:
             self._stage.discard(cause)
         if self._error is not None or self._stop_requested:
@@ -635,6 +680,18 @@ class Feed:
         with self._lock:
             if self._state is FeedState.RUNNING:
                 self._state = FeedState.STOPPING  # ended on its own: aclose() completes it
+
+    def _on_sink_closed(self) -> None:
+        """The sink's reader closed it: stop as ``aclose()`` would, rows counted as sink_closed."""
+        log.info("feed %r stopping: its sink was closed", self)
+        self._stop_requested = True
+        self._stop_cause = DropCause.SINK_CLOSED
+        assert self._runner is not None
+        self._runner.cancel()
+
+    def _close_sink(self, cause: DropCause) -> None:
+        if self._bridge is not None:
+            self._bridge.shutdown(cause)
 
     def _drop_batches(self, cause: DropCause) -> None:
         if self._sq is None:

@@ -1,0 +1,242 @@
+"""Batches as torch tensors on a device.
+
+torch is imported when a :class:`TorchSink` is created, never by ``import asyncfeed``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, cast, final
+
+import numpy as np
+
+from ..errors import ConfigError, RecordError
+from ..options import check_positive_int
+from .closable_queue import ClosableQueue
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["TorchSink", "host_tensor", "torch_dtypes"]
+
+# numpy dtypes that torch.from_numpy takes, by name (torch has a dtype of each name).
+_DTYPE_NAMES: Final = (
+    "bool",
+    "uint8",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
+)
+
+
+def torch_dtypes(torch_mod: Any) -> dict[np.dtype[Any], torch.dtype]:
+    """The numpy → torch dtype map, for every numpy dtype this torch can hold."""
+    return {np.dtype(n): getattr(torch_mod, n) for n in _DTYPE_NAMES if hasattr(torch_mod, n)}
+
+
+def host_tensor(
+    torch_mod: Any, name: str, arr: np.ndarray, dtypes: Mapping[np.dtype[Any], torch.dtype]
+) -> torch.Tensor:
+    """A CPU tensor of ``arr``: sharing its memory where torch allows, else a copy.
+
+    Shared (``torch.from_numpy``) for writable arrays in native byte order with non-negative
+    strides; otherwise copied.
+
+    Raises:
+        RecordError: the dtype has no torch equivalent; the message names the blob.
+    """
+    dtype = arr.dtype
+    if not dtype.isnative:
+        arr = arr.astype(dtype.newbyteorder("="))
+        dtype = arr.dtype
+    if dtype not in dtypes:
+        supported = ", ".join(str(d) for d in dtypes)
+        raise RecordError(
+            f"blob {name!r}: numpy dtype {dtype} has no torch equivalent (supported: {supported})"
+        )
+    if not arr.flags.writeable or any(s < 0 for s in arr.strides):
+        arr = arr.copy(order="C")
+    tensor: torch.Tensor = torch_mod.from_numpy(arr)
+    return tensor
+
+
+@final
+class _Ready:
+    """A batch on the device, and the event after which its copies are complete."""
+
+    __slots__ = ("event", "tensors")
+
+    def __init__(self, tensors: dict[str, torch.Tensor], event: torch.cuda.Event | None) -> None:
+        self.tensors: Final = tensors
+        self.event: Final = event
+
+
+@final
+class _Staging:
+    """Pinned host buffers, one per blob, reused across batches (one slot of the ring)."""
+
+    __slots__ = ("buffers", "event", "keep")
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.event: torch.cuda.Event | None = None  # recorded after the copies that read us
+        self.keep: object = None  # the batch and host tensors of those copies
+
+    def buffer(self, torch_mod: Any, name: str, src: torch.Tensor) -> torch.Tensor:
+        """A pinned buffer shaped like ``src``; reallocated only when ``src`` does not fit."""
+        buf = self.buffers.get(name)
+        rows = src.shape[0]
+        if (
+            buf is None
+            or buf.dtype != src.dtype
+            or buf.shape[1:] != src.shape[1:]
+            or buf.shape[0] < rows
+        ):
+            buf = torch_mod.empty(tuple(src.shape), dtype=src.dtype, pin_memory=True)
+            self.buffers[name] = buf
+        return buf[:rows]
+
+
+@final
+class TorchSink:
+    """Delivers batches as dicts of torch tensors on ``device``; consumers call :meth:`get`.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
+        capacity: the most batches held by the sink (on the device, for CUDA), counting one
+            being copied; ``put`` blocks beyond it.
+        pin_memory: CUDA only. True copies through pinned staging buffers (a ring of
+            ``capacity + 1`` slots, allocated once and reused), so the device copy is
+            asynchronous; False copies from pageable memory.
+
+    On the CPU, tensors share memory with the batch's arrays (``torch.from_numpy``); a
+    read-only or negatively strided array, or one in non-native byte order, is copied.
+
+    On CUDA, each batch is staged in pinned memory and copied with ``non_blocking=True`` on
+    a dedicated stream, then an event is recorded. :meth:`get` makes the caller's current
+    stream wait on that event (the host does not wait) and records the tensors on that
+    stream, so the caching allocator does not reuse their memory while it is in use. A
+    staging slot, with the batch it was filled from, is kept until the event of the copy
+    that read it has completed.
+
+    ``put`` is meant for one producer thread (a feed's bridge thread); ``get`` may be called
+    from any thread.
+
+    Raises:
+        ConfigError: torch is missing, the device is unknown or unavailable, or ``capacity``
+            or ``pin_memory`` is invalid.
+    """
+
+    def __init__(
+        self, device: str | torch.device = "cpu", *, capacity: int = 2, pin_memory: bool = True
+    ) -> None:
+        try:
+            tm: Any = importlib.import_module("torch")
+        except ImportError as exc:
+            raise ConfigError("TorchSink needs torch: pip install 'asyncfeed[torch]'") from exc
+        self._torch: Final[Any] = tm
+        try:
+            dev = tm.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ConfigError(f"device must name a torch device, got {device!r}") from exc
+        if dev.type not in ("cpu", "cuda"):
+            raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+        if dev.type == "cuda":
+            if not tm.cuda.is_available():
+                raise ConfigError(f"device {device!r} was asked for, but CUDA is not available")
+            if dev.index is None:
+                dev = tm.device("cuda", tm.cuda.current_device())
+        if not isinstance(cast(object, pin_memory), bool):
+            raise ConfigError(f"pin_memory must be a bool, got {pin_memory!r}")
+        self.device: Final = dev
+        self.capacity: Final = check_positive_int("capacity", capacity)
+        self.pin_memory: Final = pin_memory
+        self._dtypes: Final = torch_dtypes(tm)
+        self._queue: Final[ClosableQueue[_Ready]] = ClosableQueue(capacity)
+        self._cuda: Final = dev.type == "cuda"
+        self._stream: Any = tm.cuda.Stream(device=dev) if self._cuda else None
+        self._ring: Final = [_Staging() for _ in range(capacity + 1)] if self._cuda else []
+        self._next = 0
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<TorchSink device={self.device} {len(self._queue)}/{self.capacity} {state}>"
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    @property
+    def closed(self) -> bool:
+        return self._queue.closed
+
+    def put(self, batch: Mapping[str, np.ndarray]) -> bool:
+        """Move one batch to the device, blocking while the sink is full; False once closed.
+
+        Raises:
+            RecordError: an array's dtype has no torch equivalent.
+        """
+        if not self._queue.reserve():
+            return False
+        try:
+            ready = self._to_device(batch)
+        except BaseException:
+            self._queue.release()
+            raise
+        return self._queue.commit(ready)
+
+    def get(self, timeout: float | None = None) -> dict[str, torch.Tensor] | None:
+        """The oldest batch as blob name → tensor on the device; None once closed and drained.
+
+        On CUDA the tensors are ready for the caller's current stream; call from the thread
+        (and stream) that uses them.
+
+        Raises:
+            FeedTimeoutError: (a ``TimeoutError``) nothing within ``timeout`` s, sink open.
+        """
+        ready = self._queue.get(timeout)
+        if ready is None:
+            return None
+        event = ready.event
+        if event is not None:
+            stream = self._torch.cuda.current_stream(self.device)
+            stream.wait_event(event)
+            for tensor in ready.tensors.values():
+                tensor.record_stream(stream)
+        return ready.tensors
+
+    def close(self) -> None:
+        """Close for good, waking blocked ``put`` and ``get``; queued batches stay readable."""
+        self._queue.close()
+
+    def _to_device(self, batch: Mapping[str, np.ndarray]) -> _Ready:
+        tm = self._torch
+        hosts = {name: host_tensor(tm, name, arr, self._dtypes) for name, arr in batch.items()}
+        if not self._cuda:
+            return _Ready(hosts, None)
+        slot = self._ring[self._next % len(self._ring)]
+        self._next += 1
+        if slot.event is not None:
+            slot.event.synchronize()  # the copies that last read this slot are complete
+        out: dict[str, torch.Tensor] = {}
+        with tm.cuda.stream(self._stream):
+            for name, host in hosts.items():
+                src = host
+                if self.pin_memory:
+                    src = slot.buffer(tm, name, host)
+                    src.copy_(host)
+                out[name] = src.to(self.device, non_blocking=True)
+            event = tm.cuda.Event()
+            event.record(self._stream)
+        slot.event = event
+        slot.keep = (batch, hosts)
+        return _Ready(out, event)
