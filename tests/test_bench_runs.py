@@ -109,3 +109,22 @@ def test_harness_runs_a_worker_process_and_samples_memory() -> None:
     assert result["status"] == "ok", result
     assert result["peak_rss_mb"] > 10
     assert result["accounting"]["lost"] == 0
+
+
+def test_data_workers_api_run_loses_nothing() -> None:
+    result = execute(spec("data_workers"))
+    assert result["status"] == "ok", result
+    acc = result["accounting"]
+    assert acc["lost"] == 0 and acc["duplicates"] == 0 and acc["bad_batches"] == 0
+
+
+def test_handoff_measurement() -> None:
+    from benchmarks import workloads
+
+    if workloads.get("handoff").available() is not None:
+        pytest.skip("the bridge and sinks are not on this branch yet")
+    result = execute(
+        RunSpec("handoff", "measure", "h", {"sink": "blobs_queue", "batches": 200}, TINY)
+    )
+    assert result["status"] == "ok", result
+    assert result["us_per_batch"] > 0

@@ -10,7 +10,7 @@ from ..data import Streams
 from ..runner import AsyncRunner, Runner, Timeline
 from ..spec import Unavailable
 
-__all__ = ["FeedAsyncRunner", "FeedSyncRunner"]
+__all__ = ["DataWorkersRunner", "FeedAsyncRunner", "FeedSyncRunner"]
 
 FeedFactory = Callable[[], Any]  # () -> asyncfeed.Feed, called where the feed will run
 
@@ -97,3 +97,67 @@ class FeedSyncRunner(Runner):
     def stop(self) -> None:
         if self._feed is not None:
             self._feed.stop()
+
+
+class DataWorkersRunner(Runner):
+    """asyncfeed's classic API (``asyncfeed.data_workers``): the classic program with one
+    import changed — ``init_data_input_workers(None, blobs, fetch_fun, ...)``, sync fetchers
+    on threads, batches read from the per-blob ``BlobsQueue``s."""
+
+    def __init__(
+        self,
+        streams: Streams,
+        blobs: Sequence[str],
+        fetch_fun: Callable[[int, int], Any],
+        *,
+        batch_size: int,
+        num_worker_threads: int,
+        max_buffered_batches: int,
+        note: str = "",
+    ) -> None:
+        super().__init__(streams)
+        self._blobs = list(blobs)
+        self._fetch_fun = fetch_fun
+        self._batch_size = batch_size
+        self._threads = num_worker_threads
+        self._max_buffered = max_buffered_batches
+        self._coordinator: Any = None
+        self._feed: Any = None
+        self._queues: Any = None
+        self.note = note or "classic signature, sync fetch_fun on threads, BlobsQueue per blob"
+
+    def _capture(self, feed: Any) -> None:
+        self._feed = feed
+
+    def start(self) -> None:
+        from asyncfeed.data_workers import init_data_input_workers
+
+        self._coordinator = init_data_input_workers(
+            None,
+            self._blobs,
+            self._fetch_fun,
+            self._batch_size,
+            num_worker_threads=self._threads,
+            max_buffered_batches=self._max_buffered,
+            init_fun=self._capture,
+        )
+        self._coordinator.start()
+        self._queues = self._coordinator.get_queues()
+
+    def next_batch(self, timeout: float | None) -> Sequence[Any] | None:
+        out = []
+        for name in self._blobs:
+            record = self._queues[name].dequeue(timeout)
+            if record is None:
+                return None
+            out.append(record[0])
+        return out
+
+    def held_rows(self, ended: bool) -> int | None:
+        if self._feed is None:
+            return None
+        return int(self._feed.stats().rows_in_flight)
+
+    def stop(self) -> None:
+        if self._coordinator is not None:
+            self._coordinator.stop()

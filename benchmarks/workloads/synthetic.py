@@ -84,6 +84,7 @@ class SyntheticWorkload(Workload):
         out = [
             spec("asyncfeed", f"asyncfeed (async for, {c} async fetchers)", True, mode="async"),
             spec("asyncfeed", f"asyncfeed (get() from a thread, {c} async fetchers)", mode="sync"),
+            spec("data_workers", f"asyncfeed data_workers API ({c} fetcher threads, queue {m})"),
             spec("classic", f"classic threads ({c} fetcher threads, queue {m})"),
             spec("dataloader", "DataLoader (num_workers=0)", num_workers=0),
             spec("dataloader", f"DataLoader (num_workers={c})", num_workers=c),
@@ -109,6 +110,17 @@ class SyntheticWorkload(Workload):
             if spec.params.get("mode") == "sync":
                 return FeedSyncRunner(streams, make, note="private loop thread, get() per batch")
             return FeedAsyncRunner(streams, make, note="consumer on the feed's event loop")
+        if kind == "data_workers":
+            from ..pipelines.asyncfeed_pipe import DataWorkersRunner
+
+            return DataWorkersRunner(
+                streams,
+                BLOBS,
+                self._sync_fetch_fun(streams),
+                batch_size=self.batch_size,
+                num_worker_threads=c,
+                max_buffered_batches=self.max_buffered_chunks,
+            )
         if kind == "classic":
             from ..pipelines.classic_pipe import ClassicRunner
 
@@ -169,9 +181,7 @@ class SyntheticWorkload(Workload):
             log_interval=None,
         )
 
-    def _make_classic(self, streams: Streams) -> Any:
-        from ..classic import ClassicInput
-
+    def _sync_fetch_fun(self, streams: Streams) -> Any:
         src = RowSource(self.spec, streams)
 
         def fetch_fun(worker_id: int, batch_size: int) -> list[np.ndarray] | None:
@@ -181,9 +191,14 @@ class SyntheticWorkload(Workload):
                 return None
             return [chunk]
 
+        return fetch_fun
+
+    def _make_classic(self, streams: Streams) -> Any:
+        from ..classic import ClassicInput
+
         return ClassicInput(
             BLOBS,
-            fetch_fun,
+            self._sync_fetch_fun(streams),
             self.batch_size,
             num_worker_threads=self.concurrency,
             max_buffered_batches=self.max_buffered_chunks,
