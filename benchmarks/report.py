@@ -78,7 +78,7 @@ def _lost(row: dict[str, Any]) -> str:
         text = "0"
     else:
         pct = acc["lost_pct"]
-        text = f"**{fmt_num(acc['lost_total'])} ({fmt_range(pct, 2)} %)**"
+        text = f"**{fmt_num(pct['median'], 2)} % ({fmt_num(acc['lost_total'])} rows)**"
     if acc["held_unknown"]:
         text += " (held rows unknown)"
     return text

@@ -121,7 +121,7 @@ def test_table_shows_ratios_losses_and_failures() -> None:
     classic = next(line for line in lines if "classic threads" in line)
     assert "1.00k (900–1.10k)" in ours
     assert "| 6.67 |" in classic  # 1000 / 150
-    assert "**900 (30 %)**" in classic
+    assert "**30 % (900 rows)**" in classic
     assert "unavailable: peer does not import" in text
     assert "error: boom" in text
 
