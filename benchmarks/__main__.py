@@ -140,9 +140,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[{name}] not available: {why_not}", file=sys.stderr)
             sections.append((wl.title, wl.description, None, [], why_not, wl.table_kind))
             continue
-        with wl.session() as shared:
-            specs = [dataclasses.replace(s, params={**s.params, **shared}) for s in specs]
-            records = run_suite(specs, reps=args.reps, timeout=args.timeout, progress=_progress)
+        try:
+            with wl.session() as shared:
+                specs = [dataclasses.replace(s, params={**s.params, **shared}) for s in specs]
+                records = run_suite(specs, reps=args.reps, timeout=args.timeout, progress=_progress)
+        except Exception as exc:  # a workload's set-up failed: report it, run the others
+            why = f"set-up failed: {type(exc).__name__}: {exc}"
+            print(f"[{name}] {why}", file=sys.stderr)
+            sections.append((wl.title, wl.description, None, [], why, wl.table_kind))
+            continue
         all_records += records
         summary = wl.decorate(summarise(records).get(name, {}))
         summaries[name] = summary

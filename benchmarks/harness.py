@@ -52,12 +52,15 @@ class TreeSampler:
         self.peak_rss = 0
         self.peak_pss = 0
         self.pss_available = True
+        self.seen: dict[int, psutil.Process] = {}
 
     def sample(self) -> None:
         try:
             procs = [self._root, *self._root.children(recursive=True)]
         except psutil.Error:
             return
+        for p in procs[1:]:
+            self.seen.setdefault(p.pid, p)
         rss = pss = 0
         for p in procs:
             try:
@@ -75,6 +78,20 @@ class TreeSampler:
                 continue
         self.peak_rss = max(self.peak_rss, rss)
         self.peak_pss = max(self.peak_pss, pss)
+
+
+def _kill_leftovers(procs: Iterable[psutil.Process]) -> int:
+    """Kill descendants that outlived the worker (orphans are no longer in its tree)."""
+    alive = []
+    for p in procs:
+        try:
+            if p.is_running():
+                p.kill()
+                alive.append(p)
+        except psutil.Error:
+            continue
+    psutil.wait_procs(alive, timeout=5)
+    return len(alive)
 
 
 def _kill_tree(pid: int) -> None:
@@ -117,6 +134,7 @@ def run_one(spec: RunSpec, *, timeout: float, python: str = sys.executable) -> d
                 proc.wait()
                 break
         wall = time.monotonic() - started
+        leftovers = _kill_leftovers(sampler.seen.values())
         log_tail = log_path.read_text(errors="replace")[-4000:]
         if result_path.exists():
             result: dict[str, Any] = json.loads(result_path.read_text())
@@ -127,6 +145,8 @@ def run_one(spec: RunSpec, *, timeout: float, python: str = sys.executable) -> d
         if result["status"] == "error" or timed_out or proc.returncode:
             result["log"] = log_tail
     result["wall_s"] = wall
+    if leftovers:
+        result["leftover_processes"] = leftovers
     mb = 1 / (1 << 20)
     result["peak_rss_mb"] = max(sampler.peak_rss * mb, result.get("self_maxrss_mb", 0.0))
     result["peak_pss_mb"] = sampler.peak_pss * mb if sampler.pss_available else None
@@ -206,6 +226,9 @@ def summarise(records: Sequence[Record]) -> dict[str, dict[str, dict[str, Any]]]
             "reason": None if ok else failed[-1].get("reason"),
             "note": next((r.get("note") for r in ok if r.get("note")), ""),
         }
+        leftovers = sum(r.result.get("leftover_processes", 0) for r in recs)
+        if leftovers:
+            row["note"] = f"{row['note']}; {leftovers} processes outlived their run (killed)"
         if failed and ok:
             row["reason"] = f"{len(failed)} of {len(recs)} runs failed: {failed[-1].get('reason')}"
         for metric in METRICS:
