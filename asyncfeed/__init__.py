@@ -14,6 +14,7 @@ from .errors import FeedStateError as FeedStateError
 from .errors import FeedTimeoutError as FeedTimeoutError
 from .errors import FetchError as FetchError
 from .errors import RecordError as RecordError
+from .errors import RemoteTraceback as RemoteTraceback
 from .errors import SinkError as SinkError
 from .feed import Feed as Feed
 from .feed import FeedState as FeedState
@@ -45,6 +46,7 @@ __all__ = [
     "FetchError",
     "Rebatcher",
     "RecordError",
+    "RemoteTraceback",
     "Sink",
     "SinkError",
     "TorchSink",

@@ -10,6 +10,7 @@ derive from the builtin that callers already catch::
     ├── FeedStateError(RuntimeError)   an operation the feed's lifecycle does not allow now
     ├── FeedExhausted                  get() on a finite feed that delivered its last batch
     ├── FeedTimeoutError(TimeoutError) get(), stop() or a sink's blocking read ran past its timeout
+    ├── RemoteTraceback                the traceback text of an exception raised in a worker process
     └── SinkError                      a sink failed to take a batch (other than by being closed)
         └── RecordError(ValueError)    a record does not fit the sink: blob count, unsupported dtype
 
@@ -29,6 +30,7 @@ __all__ = [
     "FeedTimeoutError",
     "FetchError",
     "RecordError",
+    "RemoteTraceback",
     "SinkError",
 ]
 
@@ -55,6 +57,22 @@ class FeedExhausted(AsyncFeedError):
 
 class FeedTimeoutError(AsyncFeedError, TimeoutError):
     """``get()``, ``stop()`` or a sink's blocking read did not complete within its timeout."""
+
+
+class RemoteTraceback(AsyncFeedError):
+    """The formatted traceback of an exception raised in a worker process (``processes=N``).
+
+    When the original exception is re-raised in the feed's process it carries this as its
+    ``__cause__``, so the worker's stack shows in the consumer's traceback. It stands in for
+    the original when that could not be pickled. ``str()`` is the traceback text.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text.rstrip()}\n"""'
 
 
 class SinkError(AsyncFeedError):

@@ -76,8 +76,10 @@ class RebatchStage:
                 moved += rows
                 made = push(arrays)
             ledger.move(moved, Stage.QUEUED, Stage.REBATCHING)
+            del arrays  # hold no chunk while waiting: it may pin a worker's shared memory
             if made:
                 self._outbox.extend(made)
+                del made
                 await self._emit()
         last = self.rebatcher.flush()
         if last is not None:

@@ -298,3 +298,17 @@ def test_a_script_that_forgets_stop_still_exits(tmp_path) -> None:  # type: igno
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "2"
+
+
+async def test_stop_before_the_runner_first_runs_still_cleans_up() -> None:
+    async def fetch(worker_id: int, batch_size: int) -> list[np.ndarray]:
+        return [np.zeros(1)]
+
+    async with af.Feed(fetch, blobs=["x"], batch_size=4, source="early") as feed:
+        pass  # closed before its runner task ever ran
+    assert feed.state is af.FeedState.STOPPED
+    with pytest.raises(StopAsyncIteration):
+        await anext(feed)
+    # the source was left: a new feed may use it with other blobs
+    async with af.Feed(fetch, blobs=["y"], batch_size=4, source="early") as other:
+        assert (await anext(other)).rows == 4

@@ -1,0 +1,408 @@
+"""``processes=N``: the feed's fetch calls run in N worker processes, one event loop each.
+
+The feed's process keeps everything that needs one owner: key iteration, sharding,
+ordering, the error budget, the chunk checks, the row ledger, the rebatcher and the
+consumer. Its fetch workers call :meth:`WorkerPool.fetch` / :meth:`WorkerPool.fetch_one`
+instead of the user's function; each call is a request to one worker process (a seed-style
+worker id always to the same process; a key to the least busy one) and its answer is the
+user's result, or the user's exception re-raised with the worker's traceback chained
+(``RemoteTraceback``). So ``ordered``, ``shard``, ``drop_last`` and ``max_errors`` mean
+what they mean in one process, and the feed always knows which calls are in flight.
+
+:meth:`WorkerPool.run` (a task of the feed) starts the processes, watches them and stops
+them: STOP, then SIGTERM, then SIGKILL, each bounded, and every process is reaped. A worker
+that dies or cannot start fails the feed with :class:`FetchError` naming it and its exit
+code. Fetchers and ``worker_init`` must be picklable (``spawn`` / ``forkserver``) and should
+create sessions lazily, inside the loop that runs them. See ``wire`` for the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing
+import os
+import pickle
+import re
+import signal
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from multiprocessing.process import BaseProcess
+from typing import Any, Final, final
+
+from . import wire
+from .errors import FetchError, RemoteTraceback
+from .process_options import ProcessOptions, WorkerSpec
+from .wire import (
+    ARRAYS,
+    CALL,
+    ERROR,
+    FATAL,
+    NONE,
+    OBJECT,
+    STATS,
+    STOP,
+    Link,
+    Ring,
+    arrays_from_block,
+    create_ring_fd,
+)
+from .worker import worker_main
+
+__all__ = ["WorkerPool"]
+
+log = logging.getLogger("asyncfeed.procs")
+
+STOP_GRACE: Final = 0.5  # seconds a worker gets to end after STOP, then after SIGTERM
+EXIT_WAIT: Final = 2.0  # seconds to wait for a worker whose socket closed to exit
+_PEAK = re.compile(r"(^|_)(p\d+|max|peak)(_|$)")
+
+
+@final
+class _Worker:
+    """The feed's side of one worker process."""
+
+    __slots__ = ("index", "inflight", "link", "pending", "process", "ring", "sock")
+
+    def __init__(self, index: int, sock: socket.socket) -> None:
+        self.index: Final = index
+        self.sock: Final = sock
+        self.process: BaseProcess | None = None
+        self.link: Link | None = None
+        self.ring: Ring | None = None
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.inflight = 0
+
+    def name(self) -> str:
+        pid = self.process.pid if self.process is not None else None
+        return f"worker process {self.index} (pid {pid})"
+
+
+@final
+class WorkerPool:
+    """The worker processes of one feed, and the calls in flight to them.
+
+    Args:
+        options: the feed's validated process settings.
+        source: the feed's source name, for process and thread names.
+        worker_ids: seed-style worker ids; id ``worker_ids[i]`` runs in process
+            ``i % processes``. Empty for keyed feeds.
+        ring_bytes: size of each worker's shared-memory ring; None: ``wire.RING_BYTES``;
+            0: every chunk travels inline.
+    """
+
+    def __init__(
+        self,
+        options: ProcessOptions,
+        *,
+        source: str,
+        worker_ids: Sequence[int] = (),
+        ring_bytes: int | None = None,
+    ) -> None:
+        self._opts: Final = options
+        self._source: Final = source
+        self._owner: Final = {wid: i % options.processes for i, wid in enumerate(worker_ids)}
+        self._ring_bytes: Final = wire.RING_BYTES if ring_bytes is None else ring_bytes
+        self._workers: list[_Worker] = []
+        self._started = asyncio.Event()
+        self._fatal: asyncio.Future[FetchError] | None = None
+        self._requests = itertools.count()
+        self._next = 0
+        self._hosts: dict[int, dict[str, dict[str, Any]]] = {}
+
+    # -- the calls the feed's fetch workers make -----------------------------------------------
+
+    async def fetch(self, worker_id: int, batch_size: int) -> Any:
+        """``fn(worker_id, batch_size)`` in the process that owns ``worker_id``."""
+        if not self._started.is_set():
+            await self._started.wait()
+        return await self._call(self._workers[self._owner[worker_id]], (worker_id, batch_size))
+
+    async def fetch_one(self, key: Any) -> Any:
+        """``fn(key)`` in the worker process with the fewest calls in flight."""
+        if not self._started.is_set():
+            await self._started.wait()
+        workers = self._workers
+        start = self._next
+        self._next = (start + 1) % len(workers)
+        best = workers[start]
+        for k in range(1, len(workers)):
+            w = workers[(start + k) % len(workers)]
+            if w.inflight < best.inflight:
+                best = w
+        return await self._call(best, (key,))
+
+    async def _call(self, w: _Worker, args: tuple[Any, ...]) -> Any:
+        link = w.link
+        loop = asyncio.get_running_loop()
+        if link is None or not link.connected:
+            await loop.create_future()  # the pool's run() reports this worker's end
+        assert link is not None
+        req = next(self._requests)
+        fut: asyncio.Future[Any] = loop.create_future()
+        w.pending[req] = fut
+        w.inflight += 1
+        try:
+            link.send((CALL, req, args))
+            return await fut
+        finally:
+            del w.pending[req]
+            w.inflight -= 1
+
+    def _on_message(self, w: _Worker, header: tuple[Any, ...], payload: Any) -> None:
+        kind = header[0]
+        if kind == ARRAYS:
+            _, req, names, layout, slot = header
+            fut = w.pending.get(req)
+            arrays: list[Any] | None
+            if slot is None:
+                arrays = arrays_from_block(payload, layout)
+            else:
+                arrays = w.ring.view(slot[0], slot[1], layout) if w.ring is not None else None
+            if arrays is None:
+                return
+            if fut is not None and not fut.done():
+                fut.set_result(arrays if names is None else dict(zip(names, arrays, strict=True)))
+        elif kind == NONE:
+            _resolve(w.pending.get(header[1]), None)
+        elif kind == OBJECT:
+            fut = w.pending.get(header[1])
+            if fut is not None and not fut.done():
+                try:
+                    fut.set_result(pickle.loads(payload))
+                except Exception as exc:
+                    fut.set_exception(exc)
+        elif kind == ERROR:
+            fut = w.pending.get(header[1])
+            if fut is not None and not fut.done():
+                fut.set_exception(_remote_error(header[2], header[3]))
+        elif kind == STATS:
+            self._hosts[w.index] = header[1]
+        elif kind == FATAL and self._fatal is not None and not self._fatal.done():
+            err = FetchError(f"{header[1]} (feed {self._source!r})")
+            err.__cause__ = RemoteTraceback(header[2])
+            self._fatal.set_result(err)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start the workers and watch them until cancelled; stop and reap them on the way out.
+
+        Raises:
+            FetchError: a worker could not start, reported a fatal error, or died.
+        """
+        try:
+            await self._start()
+            self._started.set()
+            await self._watch()
+        finally:
+            await self._shutdown()
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._fatal = loop.create_future()
+        opts = self._opts
+        fork = opts.start_method == "fork"
+        ctx: Any = multiprocessing.get_context(opts.start_method)
+        spec: bytes | WorkerSpec = opts.spec if fork else pickle.dumps(opts.spec)
+        tid = threading.get_ident()
+        feed_fds: list[int] = []  # with fork, children inherit these and must close them
+        parent_pid = None if opts.start_method == "forkserver" else os.getpid()
+        try:
+            for i in range(opts.processes):
+                parent, child = socket.socketpair()
+                w = _Worker(i, parent)
+                self._workers.append(w)
+                if fork:
+                    feed_fds.append(parent.fileno())
+                try:
+                    self._send_ring(w, loop, tid)
+                    proc = ctx.Process(
+                        target=worker_main,
+                        args=(i, child, spec, tuple(feed_fds), parent_pid),
+                        name=f"asyncfeed-{self._source}-proc-{i}",
+                        daemon=True,
+                    )
+                    proc.start()
+                    w.process = proc
+                finally:
+                    child.close()
+            for w in self._workers:
+                _, w.link = await loop.connect_accepted_socket(self._link_factory(w), w.sock)
+        except Exception as exc:
+            raise FetchError(
+                f"starting the worker processes of feed {self._source!r} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        log.debug("feed %r: %d worker processes started", self._source, opts.processes)
+
+    def _link_factory(self, w: _Worker) -> Callable[[], Link]:
+        def on_message(header: tuple[Any, ...], payload: Any) -> None:
+            self._on_message(w, header, payload)
+
+        return lambda: Link(on_message)
+
+    def _send_ring(self, w: _Worker, loop: asyncio.AbstractEventLoop, tid: int) -> None:
+        fd = create_ring_fd(self._ring_bytes)
+        if fd is None:
+            w.sock.sendall(b"N")
+            return
+        try:
+            socket.send_fds(w.sock, [b"R"], [fd])
+
+            def send(header: tuple[Any, ...]) -> None:
+                if w.link is not None:
+                    w.link.send(header)
+
+            w.ring = Ring(fd, loop, send, tid)
+        finally:
+            os.close(fd)
+
+    async def _watch(self) -> None:
+        assert self._fatal is not None
+        lost: dict[asyncio.Future[Any], _Worker] = {
+            w.link.lost: w for w in self._workers if w.link is not None
+        }
+        watched: list[asyncio.Future[Any]] = [self._fatal, *lost]
+        done, _ = await asyncio.wait(watched, return_when="FIRST_COMPLETED")
+        if not self._fatal.done():
+            w = lost[next(f for f in done if f is not self._fatal)]
+            assert w.link is not None
+            if w.link.error is not None:
+                err = w.link.error
+                raise FetchError(
+                    f"the link to {w.name()} of feed {self._source!r} failed: "
+                    f"{type(err).__name__}: {err}"
+                ) from err
+            code = await self._exit_code(w)
+            if not self._fatal.done():
+                raise FetchError(
+                    f"{w.name()} of feed {self._source!r} died with exit code {_describe(code)}"
+                )
+        raise self._fatal.result()
+
+    async def _exit_code(self, w: _Worker) -> int | None:
+        assert w.process is not None
+        still = await _wait_exits([w.process], EXIT_WAIT)
+        if still:
+            w.process.kill()
+            await _wait_exits(still, EXIT_WAIT)
+        return w.process.exitcode
+
+    async def _shutdown(self) -> None:
+        procs = [w.process for w in self._workers if w.process is not None]
+        try:
+            for w in self._workers:
+                if w.link is not None:
+                    w.link.send((STOP,))
+            alive = await _wait_exits(procs, STOP_GRACE)
+            for proc in alive:
+                proc.terminate()
+            alive = await _wait_exits(alive, STOP_GRACE)
+            for proc in alive:
+                proc.kill()
+            alive = await _wait_exits(alive, EXIT_WAIT)
+            if alive:
+                log.error("feed %r: worker processes %s did not die", self._source, alive)
+            links = [w.link for w in self._workers if w.link is not None]
+            for link in links:
+                link.close()
+            if links:
+                await asyncio.wait([lk.lost for lk in links], timeout=STOP_GRACE)
+        except BaseException:
+            for proc in procs:  # cancelled again: no more waiting on the loop
+                if proc.exitcode is None:
+                    proc.kill()
+                    proc.join(EXIT_WAIT)
+            raise
+        finally:
+            for w in self._workers:
+                if w.link is not None and w.link.transport is not None:
+                    w.link.transport.abort()
+                elif w.link is None:
+                    w.sock.close()
+                if w.ring is not None:
+                    w.ring.close()
+                if w.process is not None and w.process.exitcode is not None:
+                    w.process.close()
+
+    # -- stats ---------------------------------------------------------------------------------
+
+    def host_stats(self) -> dict[str, dict[str, Any]]:
+        """Per-host stats of the workers' fetchers (their ``host_stats()``), merged.
+
+        Numbers are summed across workers, except names such as ``p99``, ``max`` or
+        ``peak`` (``latency_p99``...), which take the largest; other values the last seen.
+        """
+        merged: dict[str, dict[str, Any]] = {}
+        for hosts in list(self._hosts.values()):
+            for host, values in hosts.items():
+                into = merged.setdefault(host, {})
+                for name, value in values.items():
+                    into[name] = _merge(name, into.get(name), value)
+        return merged
+
+
+def _merge(name: str, old: Any, new: Any) -> Any:
+    numbers = (int, float)
+    if old is None or not isinstance(old, numbers) or not isinstance(new, numbers):
+        return new
+    if isinstance(old, bool) or isinstance(new, bool):
+        return new
+    return max(old, new) if _PEAK.search(name) else old + new
+
+
+def _resolve(fut: asyncio.Future[Any] | None, value: Any) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(value)
+
+
+def _remote_error(blob: bytes | None, text: str) -> BaseException:
+    """The worker's exception, rebuilt, with its traceback text chained as the cause."""
+    cause = RemoteTraceback(text)
+    try:
+        exc = pickle.loads(blob) if blob is not None else None
+    except Exception:
+        exc = None
+    if not isinstance(exc, Exception):
+        return cause
+    exc.__cause__ = cause
+    return exc
+
+
+def _describe(code: int | None) -> str:
+    if code is None:
+        return "unknown (still running)"
+    if code < 0:
+        try:
+            return f"{code} ({signal.Signals(-code).name})"
+        except ValueError:
+            pass
+    return str(code)
+
+
+async def _wait_exits(procs: Sequence[BaseProcess], timeout: float) -> list[BaseProcess]:
+    """Wait until every process has exited (reaping it) or ``timeout``; return those alive."""
+    loop = asyncio.get_running_loop()
+    waits: dict[asyncio.Future[None], BaseProcess] = {}
+    for proc in procs:
+        if proc.exitcode is not None:
+            continue
+        fut: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(proc.sentinel, _resolve, fut, None)
+        waits[fut] = proc
+    try:
+        if waits:
+            await asyncio.wait(waits, timeout=timeout)
+    finally:
+        for proc in waits.values():
+            loop.remove_reader(proc.sentinel)
+    alive = []
+    for fut, proc in waits.items():
+        if fut.done():
+            proc.join(EXIT_WAIT)  # the sentinel is ready: this only reaps
+        else:
+            alive.append(proc)
+    return alive
