@@ -6,20 +6,25 @@ rebatcher, never pushed back into a queue. Each row is copied at most once, into
 allocated batch buffer; when nothing is carried and a C-contiguous chunk holds a whole batch,
 that batch is a view of the chunk and nothing is copied.
 
-Carried rows are held as views of their chunks until a batch is complete; the batch is then
-filled with one ``numpy.concatenate(..., out=buffer)`` per blob, so a batch made of many
-small chunks costs one call per blob instead of one slice assignment per chunk and blob.
+Small chunks (at most :data:`SMALL_CHUNK_BYTES`) are carried as views until a batch is
+complete and then copied with one ``numpy.concatenate(..., out=...)`` per blob, so a batch
+made of many small chunks costs one call per blob instead of one slice assignment per chunk
+and blob. Larger chunks are copied into the batch buffer as they arrive: the rebatcher never
+holds on to a large chunk (it may be a view of a worker's shared memory, see ``wire.py``).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Final, final
 
 import numpy as np
 
 __all__ = ["Batch", "Rebatcher"]
+
+#: Chunks up to this many bytes (all blobs) are carried as views; larger ones are copied on
+#: arrival. Matches ``wire.INLINE_MAX_BYTES``: smaller chunks never live in a worker's ring.
+SMALL_CHUNK_BYTES: Final = 32 * 1024
 
 
 @final
@@ -67,7 +72,16 @@ class Rebatcher:
     one array per blob, equal first dimensions, a fixed dtype and trailing shape per blob.
     """
 
-    __slots__ = ("_blobs", "_next_index", "_pending", "_pending_rows", "batch_size", "rebatch")
+    __slots__ = (
+        "_blobs",
+        "_buffers",
+        "_fill",
+        "_next_index",
+        "_small",
+        "_small_rows",
+        "batch_size",
+        "rebatch",
+    )
 
     def __init__(self, blobs: Sequence[str], batch_size: int, *, rebatch: bool = True) -> None:
         if batch_size < 1:
@@ -75,15 +89,16 @@ class Rebatcher:
         self._blobs: Final = tuple(blobs)
         self.batch_size: Final = batch_size
         self.rebatch: Final = rebatch
-        # carried rows: views of the chunks they came in, oldest first
-        self._pending: deque[Sequence[np.ndarray]] = deque()
-        self._pending_rows = 0
+        self._buffers: list[np.ndarray] | None = None  # the batch being filled
+        self._fill = 0  # rows already copied into it
+        self._small: list[Sequence[np.ndarray]] = []  # small chunks carried as views, oldest first
+        self._small_rows = 0
         self._next_index = 0
 
     @property
     def pending_rows(self) -> int:
         """Rows carried, waiting for more rows to complete a batch."""
-        return self._pending_rows
+        return self._fill + self._small_rows
 
     @property
     def batches_made(self) -> int:
@@ -93,8 +108,8 @@ class Rebatcher:
     def push(self, arrays: Sequence[np.ndarray]) -> list[Batch]:
         """Add one chunk; return the batches it completes (possibly none).
 
-        The chunk's arrays may be referenced (not copied) until the batches that hold their
-        rows are returned: a fetcher must not write into an array it has returned.
+        A small chunk's arrays may be referenced (not copied) until the batch that holds its
+        rows is returned: a fetcher must not write into an array it has returned.
         """
         rows = arrays[0].shape[0] if arrays else 0
         if rows == 0:
@@ -102,65 +117,98 @@ class Rebatcher:
         if not self.rebatch:
             return [self._batch(arrays, rows)]
         bs = self.batch_size
-        pending = self._pending_rows + rows
-        if pending < bs:  # the common small-chunk case: just carry it
-            self._pending.append(arrays)
-            self._pending_rows = pending
-            return []
         out: list[Batch] = []
-        if self._pending_rows == 0 and all(a.flags.c_contiguous for a in arrays):
+        nothing_carried = self._fill == 0 and self._small_rows == 0
+        if nothing_carried and rows >= bs and all(a.flags.c_contiguous for a in arrays):
             pos = 0
             while rows - pos >= bs:
                 out.append(self._batch([a[pos : pos + bs] for a in arrays], bs))
                 pos += bs
             if pos == rows:
                 return out
-            if pos:
-                arrays = [a[pos:] for a in arrays]
-                rows -= pos
-        self._pending.append(arrays)
-        self._pending_rows += rows
-        while self._pending_rows >= bs:
-            out.append(self._cut(bs))
+            arrays = [a[pos:] for a in arrays]
+            rows -= pos
+        if sum(a.nbytes for a in arrays) <= SMALL_CHUNK_BYTES:
+            self._small.append(arrays)
+            self._small_rows += rows
+            while self._fill + self._small_rows >= bs:
+                self._copy_small(bs - self._fill)
+                out.append(self._take_full())
+            return out
+        self._copy_small(self._small_rows)
+        pos = 0
+        while pos < rows:
+            buffers = self._buffers_for(arrays)
+            take = min(bs - self._fill, rows - pos)
+            end = self._fill + take
+            for buf, a in zip(buffers, arrays, strict=True):
+                buf[self._fill : end] = a[pos : pos + take]
+            self._fill = end
+            pos += take
+            if end == bs:
+                out.append(self._take_full())
         return out
 
     def flush(self) -> Batch | None:
         """Return the carried rows as a final, partial batch, or None when nothing is carried."""
-        if self._pending_rows == 0:
+        self._copy_small(self._small_rows)
+        if self._fill == 0 or self._buffers is None:
             return None
-        return self._cut(self._pending_rows)
+        fill = self._fill
+        batch = self._batch([b[:fill] for b in self._buffers], fill)
+        self._buffers = None
+        self._fill = 0
+        return batch
 
     def discard(self) -> int:
         """Drop the carried rows; return how many were dropped."""
-        dropped = self._pending_rows
-        self._pending.clear()
-        self._pending_rows = 0
+        dropped = self._fill + self._small_rows
+        self._buffers = None
+        self._fill = 0
+        self._small = []
+        self._small_rows = 0
         return dropped
 
-    def _cut(self, n: int) -> Batch:
-        """A batch of the ``n`` oldest carried rows, copied into fresh buffers."""
-        pending = self._pending
+    def _buffers_for(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        buffers = self._buffers
+        if buffers is None:
+            bs = self.batch_size
+            buffers = self._buffers = [np.empty((bs, *a.shape[1:]), dtype=a.dtype) for a in arrays]
+        return buffers
+
+    def _copy_small(self, n: int) -> None:
+        """Copy the ``n`` oldest carried small-chunk rows into the batch being filled."""
+        if n == 0:
+            return
+        small = self._small
         taken: list[Sequence[np.ndarray]] = []
         need = n
+        i = 0
         while need:
-            arrays = pending[0]
+            arrays = small[i]
             rows = arrays[0].shape[0]
             if rows <= need:
-                taken.append(pending.popleft())
+                taken.append(arrays)
                 need -= rows
+                i += 1
             else:
                 taken.append([a[:need] for a in arrays])
-                pending[0] = [a[need:] for a in arrays]
+                small[i] = [a[need:] for a in arrays]
                 need = 0
-        self._pending_rows -= n
-        buffers = []
-        for j in range(len(taken[0])):
-            parts = [t[j] for t in taken]
-            first = parts[0]
-            buf = np.empty((n, *first.shape[1:]), dtype=first.dtype)
-            np.concatenate(parts, out=buf)
-            buffers.append(buf)
-        return self._batch(buffers, n)
+        del small[:i]
+        self._small_rows -= n
+        buffers = self._buffers_for(taken[0])
+        start, end = self._fill, self._fill + n
+        for j, buf in enumerate(buffers):
+            np.concatenate([t[j] for t in taken], out=buf[start:end])
+        self._fill = end
+
+    def _take_full(self) -> Batch:
+        assert self._buffers is not None and self._fill == self.batch_size
+        batch = self._batch(self._buffers, self._fill)
+        self._buffers = None
+        self._fill = 0
+        return batch
 
     def _batch(self, arrays: Sequence[np.ndarray], rows: int) -> Batch:
         index = self._next_index
