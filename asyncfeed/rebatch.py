@@ -6,6 +6,11 @@ rebatcher, never pushed back into a queue. Each row is copied at most once, into
 allocated batch buffer; when nothing is carried and a C-contiguous chunk holds a whole batch,
 that batch is a view of the chunk and nothing is copied.
 
+Batch buffers are recycled: a buffer the rebatcher made earlier is filled again once nothing
+but the rebatcher references it (the consumer dropped the batch and every view of it), so a
+steady stream keeps copying into the same few cache- and TLB-warm buffers instead of fresh
+allocations. A batch the consumer still holds, or any view of it, is never overwritten.
+
 Small chunks (at most :data:`SMALL_CHUNK_BYTES`) are carried as views until a batch is
 complete and then copied with one ``numpy.concatenate(..., out=...)`` per blob, so a batch
 made of many small chunks costs one call per blob instead of one slice assignment per chunk
@@ -15,6 +20,7 @@ holds on to a large chunk (it may be a view of a worker's shared memory, see ``w
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Final, final
 
@@ -25,6 +31,16 @@ __all__ = ["Batch", "Rebatcher"]
 #: Chunks up to this many bytes (all blobs) are carried as views; larger ones are copied on
 #: arrival. Matches ``wire.INLINE_MAX_BYTES``: smaller chunks never live in a worker's ring.
 SMALL_CHUNK_BYTES: Final = 32 * 1024
+
+#: Batch buffer sets kept for reuse: more than a feed keeps in flight (prefetched, in the
+#: outbox, held by the consumer, being filled), so an idle one is usually among them.
+RECYCLED_BATCHES: Final = 8
+
+# Reuse is decided by reference counts, exact only where the GIL is on.
+_RECYCLE: Final = bool(getattr(sys, "_is_gil_enabled", lambda: True)())
+# References to an idle pooled array seen by ``_idle``: its pool list, the loop variable,
+# getrefcount's argument.
+_IDLE_REFS: Final = 3
 
 
 @final
@@ -77,6 +93,7 @@ class Rebatcher:
         "_buffers",
         "_fill",
         "_next_index",
+        "_recycled",
         "_small",
         "_small_rows",
         "batch_size",
@@ -94,6 +111,7 @@ class Rebatcher:
         self._small: list[Sequence[np.ndarray]] = []  # small chunks carried as views, oldest first
         self._small_rows = 0
         self._next_index = 0
+        self._recycled: list[list[np.ndarray]] = []  # buffers made here, most recent last
 
     @property
     def pending_rows(self) -> int:
@@ -170,10 +188,23 @@ class Rebatcher:
         return dropped
 
     def _buffers_for(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The buffers of the batch being filled: an idle recycled set, or new ones."""
         buffers = self._buffers
-        if buffers is None:
-            bs = self.batch_size
-            buffers = self._buffers = [np.empty((bs, *a.shape[1:]), dtype=a.dtype) for a in arrays]
+        if buffers is not None:
+            return buffers
+        pool = self._recycled
+        for i, candidate in enumerate(pool):
+            if _idle(candidate):
+                del pool[i]
+                pool.append(candidate)
+                self._buffers = candidate
+                return candidate
+        bs = self.batch_size
+        buffers = self._buffers = [np.empty((bs, *a.shape[1:]), dtype=a.dtype) for a in arrays]
+        if _RECYCLE:
+            pool.append(buffers)
+            if len(pool) > RECYCLED_BATCHES:
+                del pool[0]
         return buffers
 
     def _copy_small(self, n: int) -> None:
@@ -214,3 +245,8 @@ class Rebatcher:
         index = self._next_index
         self._next_index += 1
         return Batch(dict(zip(self._blobs, arrays, strict=True)), index, rows)
+
+
+def _idle(buffers: list[np.ndarray]) -> bool:
+    """True when only the recycling pool references these arrays (no batch, no view)."""
+    return all(sys.getrefcount(b) <= _IDLE_REFS for b in buffers)

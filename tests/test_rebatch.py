@@ -195,3 +195,37 @@ def test_large_carried_chunks_are_copied_not_held() -> None:
     assert ref() is not None
     batch = rb.flush()
     assert batch is not None and batch.rows == 13
+
+
+def _address(arr: np.ndarray) -> int:
+    return int(arr.__array_interface__["data"][0])
+
+
+def test_buffers_of_dropped_batches_are_reused() -> None:
+    rb = Rebatcher(["x"], 4)
+    (first,) = rb.push([np.arange(3)]) + rb.push([np.arange(3, 5)])
+    address = _address(first["x"])
+    del first
+    second = rb.push([np.arange(5, 8)])[0]  # 5 carried + 3 new: fills a buffer again
+    assert _address(second["x"]) == address
+    assert list(second["x"]) == [4, 5, 6, 7]
+
+
+def test_held_batches_and_views_are_never_overwritten() -> None:
+    rb = Rebatcher(["x"], 4)
+    held: list[Batch] = []
+    views = []
+    start = 0
+    for n in [3, 2, 5, 1, 7, 4, 6, 3, 2, 8] * 5:
+        for batch in rb.push([np.arange(start, start + n)]):
+            if batch.index % 3 == 0:
+                held.append(batch)
+            elif batch.index % 3 == 1:
+                views.append((batch.index, batch["x"][1:3]))  # the batch itself is dropped
+            del batch
+        start += n
+    assert held and views
+    for batch in held:
+        assert list(batch["x"]) == list(range(4 * batch.index, 4 * batch.index + 4))
+    for index, view in views:
+        assert list(view) == [4 * index + 1, 4 * index + 2]
