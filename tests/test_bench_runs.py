@@ -128,3 +128,13 @@ def test_handoff_measurement() -> None:
     )
     assert result["status"] == "ok", result
     assert result["us_per_batch"] > 0
+
+
+def test_asyncfeed_processes_run_counts_rows_of_every_worker() -> None:
+    result = execute(spec("asyncfeed", mode="async", processes=2))
+    if result["status"] == "unavailable":
+        pytest.skip(result["reason"])
+    assert result["status"] == "ok", result
+    acc = result["accounting"]
+    assert acc["lost"] == 0 and acc["duplicates"] == 0 and acc["bad_batches"] == 0
+    assert acc["produced"] > 0

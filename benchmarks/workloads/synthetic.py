@@ -85,6 +85,12 @@ class SyntheticWorkload(Workload):
             spec("asyncfeed", f"asyncfeed (async for, {c} async fetchers)", True, mode="async"),
             spec("asyncfeed", f"asyncfeed (get() from a thread, {c} async fetchers)", mode="sync"),
             spec("data_workers", f"asyncfeed data_workers API ({c} fetcher threads, queue {m})"),
+            spec(
+                "asyncfeed",
+                f"asyncfeed processes=2 (fork, {c} async fetchers)",
+                mode="async",
+                processes=2,
+            ),
             spec("classic", f"classic threads ({c} fetcher threads, queue {m})"),
             spec("dataloader", "DataLoader (num_workers=0)", num_workers=0),
             spec("dataloader", f"DataLoader (num_workers={c})", num_workers=c),
@@ -106,6 +112,11 @@ class SyntheticWorkload(Workload):
         if kind == "asyncfeed":
             from ..pipelines.asyncfeed_pipe import FeedAsyncRunner, FeedSyncRunner
 
+            processes = spec.params.get("processes")
+            if processes:
+                make = functools.partial(self._make_procs_feed, streams, processes)
+                note = "fetchers in worker processes; chunks carried back (socket or ring)"
+                return FeedAsyncRunner(streams, make, note=note)
             make = functools.partial(self._make_feed, streams)
             if spec.params.get("mode") == "sync":
                 return FeedSyncRunner(streams, make, note="private loop thread, get() per batch")
@@ -179,6 +190,39 @@ class SyntheticWorkload(Workload):
             concurrency=self.concurrency,
             max_buffered_chunks=self.max_buffered_chunks,
             log_interval=None,
+        )
+
+    def _make_procs_feed(self, streams: Streams, processes: int) -> Any:
+        """The same feed with its fetchers in forked worker processes, one stream each."""
+        import inspect
+
+        import asyncfeed as af
+
+        if "processes" not in inspect.signature(af.Feed).parameters:
+            raise Unavailable("this asyncfeed has no processes=N")
+        spec = self.spec
+        state: dict[str, RowSource] = {}
+
+        def worker_init(index: int) -> None:
+            state["src"] = RowSource(spec, streams, stream=1 + index)
+
+        async def fetch(worker_id: int, batch_size: int) -> list[np.ndarray] | None:
+            chunk = state["src"].chunk()
+            if chunk is None:
+                await asyncio.sleep(DRAIN_NAP_S)
+                return None
+            return [chunk]
+
+        return af.Feed(
+            fetch,
+            blobs=list(BLOBS),
+            batch_size=self.batch_size,
+            concurrency=self.concurrency,
+            max_buffered_chunks=self.max_buffered_chunks,
+            log_interval=None,
+            processes=processes,
+            start_method="fork",
+            worker_init=worker_init,
         )
 
     def _sync_fetch_fun(self, streams: Streams) -> Any:
