@@ -1,74 +1,83 @@
-"""Command line: ``python -m asyncfeed demo``."""
+"""Command line: ``python -m asyncfeed demo`` and ``python -m asyncfeed serve-images``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
-import time
 from collections.abc import Sequence
 
-import numpy as np
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .feed import Feed
-
-
-def _synthetic_fetcher(rows_per_chunk: int) -> object:
-    counter = [0]
-
-    async def fetch(worker_id: int, batch_size: int) -> list[np.ndarray]:
-        await asyncio.sleep(0)  # stands in for network I/O
-        start = counter[0]
-        counter[0] += rows_per_chunk
-        ids = np.arange(start, start + rows_per_chunk, dtype=np.int64)
-        images = np.random.default_rng(start).random((rows_per_chunk, 3, 32, 32), np.float32)
-        return [images, ids]
-
-    return fetch
+from .demo import DemoReport, run_demo
+from .service import ImageService
 
 
-async def _demo(args: argparse.Namespace) -> int:
-    feed = Feed(
-        _synthetic_fetcher(args.chunk_rows),  # type: ignore[arg-type]
-        blobs=["data", "label"],
-        batch_size=args.batch_size,
-        concurrency=args.concurrency,
-        log_interval=None,
+def _demo(args: argparse.Namespace) -> int:
+    report = DemoReport()
+    code = 0
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        with logging_redirect_tqdm():
+            asyncio.run(run_demo(args, report, sys.stderr))
+    except KeyboardInterrupt:
+        report.interrupted = True
+        code = 130
+    print(report.table(), flush=True)
+    return code
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    service = ImageService(
+        count=args.count,
+        size=args.size,
+        latency_ms=args.latency_ms,
+        error_rate=args.error_rate,
+        fmt=args.format,
+        directory=args.dir,
+        port=args.port,
     )
-    deadline = time.monotonic() + args.seconds
-    rows = batches = 0
-    checksum = 0.0
-    start = time.monotonic()
-    async with feed:
-        async for batch in feed:
-            rows += batch.rows
-            batches += 1
-            checksum += float(batch["data"].mean())
-            if time.monotonic() >= deadline:
-                break
-    elapsed = time.monotonic() - start
-    stats = feed.stats()
-    print(f"asyncfeed demo: synthetic source, {elapsed:.1f} s")
-    print(f"  rows      {rows}")
-    print(f"  batches   {batches} of {args.batch_size}")
-    print(f"  rows/s    {rows / elapsed:,.0f}")
-    print(f"  dropped   {stats.rows_dropped} (rows in flight at stop)")
-    print(f"  checksum  {checksum / max(batches, 1):.4f}")
-    return 0
+    async with service:
+        print(
+            f"serving {service.count} images at {service.url_template} (Ctrl-C stops)", flush=True
+        )
+        await asyncio.Event().wait()  # until Ctrl-C cancels the run
+
+
+def _add_service_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--count", type=int, default=300, help="images served (default 300)")
+    parser.add_argument("--latency-ms", type=float, default=20.0, help="delay per response")
+    parser.add_argument(
+        "--error-rate", type=float, default=0.02, help="fraction answered with HTTP 503"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m asyncfeed")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="stream a built-in source for a few seconds")
-    demo.add_argument("--seconds", type=float, default=10.0)
+    demo = sub.add_parser("demo", help="stream images over HTTP into a training step")
+    demo.add_argument("--url", help="a URL template with {i}, e.g. https://host/img/{i}.jpg")
+    _add_service_options(demo)
     demo.add_argument("--batch-size", type=int, default=32)
-    demo.add_argument("--concurrency", type=int, default=16)
-    demo.add_argument("--chunk-rows", type=int, default=7)
+    demo.add_argument("--concurrency", type=int, default=64)
+    demo.add_argument("--seconds", type=float, default=7.0, help="streaming time (default 7)")
+    demo.add_argument("--image-size", type=int, default=128, help="decoded side (crop)")
+    demo.add_argument("--max-errors", type=int, default=1000, help="failed keys skipped at most")
+    serve = sub.add_parser("serve-images", help="serve images over HTTP on 127.0.0.1")
+    serve.add_argument("--dir", help="serve the images of this folder instead")
+    _add_service_options(serve)
+    serve.add_argument("--size", type=int, default=256, help="side of the synthetic images")
+    serve.add_argument("--format", choices=["jpeg", "png"], default="jpeg")
+    serve.add_argument("--port", type=int, default=0, help="default: any free port")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return asyncio.run(_demo(args))
-    return 2  # pragma: no cover - argparse rejects unknown commands
+        return _demo(args)
+    try:
+        asyncio.run(_serve(args))
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ derive from the builtin that callers already catch::
     ├── ConfigError(ValueError)        a constructor argument is out of range or of the wrong kind
     ├── ChunkError(ValueError)         a fetcher returned a chunk that does not fit the blobs
     ├── FetchError                     a fetcher raised; carries worker_id / key, chains the cause
+    │   ├── HttpError                  an HTTP fetch failed for good: url, status, attempts
+    │   └── DecodeError(ValueError)    bytes that are not a readable image or array: source
     ├── FeedStateError(RuntimeError)   an operation the feed's lifecycle does not allow now
     ├── FeedExhausted                  get() on a finite feed that delivered its last batch
     ├── FeedTimeoutError(TimeoutError) get(), stop() or a sink's blocking read ran past its timeout
@@ -25,10 +27,12 @@ __all__ = [
     "AsyncFeedError",
     "ChunkError",
     "ConfigError",
+    "DecodeError",
     "FeedExhausted",
     "FeedStateError",
     "FeedTimeoutError",
     "FetchError",
+    "HttpError",
     "RecordError",
     "RemoteTraceback",
     "SinkError",
@@ -104,3 +108,63 @@ class FetchError(AsyncFeedError):
 
 def _rebuild_fetch_error(message: str, worker_id: int | None, key: Any) -> FetchError:
     return FetchError(message, worker_id=worker_id, key=key)
+
+
+class HttpError(FetchError):
+    """An HTTP fetch failed for good (not retried, or out of attempts).
+
+    Attributes:
+        url: the URL requested.
+        status: the last HTTP status, or ``None`` when no response came (connection error,
+            timeout).
+        attempts: how many requests were made.
+        kind: what went wrong, as counted in the per-host stats: ``"status"``, ``"timeout"``,
+            ``"connection"``, ``"too_large"``, ``"content_type"`` or ``"url"``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str,
+        status: int | None = None,
+        attempts: int = 1,
+        kind: str = "status",
+        key: Any = None,
+    ) -> None:
+        super().__init__(message, key=key)
+        self.url = url
+        self.status = status
+        self.attempts = attempts
+        self.kind = kind
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_http_error,
+            (str(self), self.url, self.status, self.attempts, self.kind, self.key),
+        )
+
+
+def _rebuild_http_error(
+    message: str, url: str, status: int | None, attempts: int, kind: str, key: Any
+) -> HttpError:
+    return HttpError(message, url=url, status=status, attempts=attempts, kind=kind, key=key)
+
+
+class DecodeError(FetchError, ValueError):
+    """Fetched bytes are not a readable image or array, or the image has too many pixels.
+
+    Attributes:
+        source: the URL or path the bytes came from.
+    """
+
+    def __init__(self, message: str, *, source: str, key: Any = None) -> None:
+        super().__init__(message, key=key)
+        self.source = source
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_decode_error, (str(self), self.source, self.key))
+
+
+def _rebuild_decode_error(message: str, source: str, key: Any) -> DecodeError:
+    return DecodeError(message, source=source, key=key)

@@ -43,6 +43,7 @@ from .process_options import ProcessOptions
 from .procs import WorkerPool
 from .queues import Channel, ChannelClosed, SourceQueue, attach_source, detach_source
 from .rebatch import Batch, Rebatcher
+from .resources import fetcher_host_stats, open_fetcher
 from .sinks import Sink
 from .stages import RebatchStage, dispatch_keys, log_every
 from .stats import (
@@ -258,6 +259,7 @@ class Feed:
         self._error: BaseException | None = None
         self._error_seen = False
         self._stop_requested = False
+        self._resources = contextlib.AsyncExitStack()
         self._finished = False
         self._stopping: concurrent.futures.Future[None] | None = None
         self._stop_cause = DropCause.STOP
@@ -288,6 +290,10 @@ class Feed:
     @property
     def source(self) -> str:
         return self._opts.source
+
+    @property
+    def concurrency(self) -> int:
+        return self._opts.concurrency
 
     @property
     def error(self) -> BaseException | None:
@@ -606,6 +612,8 @@ class Feed:
     async def _run(self) -> None:
         assert self._sq is not None and self._stage is not None
         try:
+            if self._procs is None:  # with processes=N the workers open it, lazily
+                await open_fetcher(self._fn, self, self._resources)
             if self._opts.init_fun is not None:
                 await self._call_init(self._opts.init_fun)
             async with asyncio.TaskGroup() as tg:
@@ -636,7 +644,10 @@ class Feed:
         except Exception as exc:
             self._fail(exc)
         finally:
-            self._finish()
+            try:
+                await self._resources.aclose()  # the fetcher's session, pools: never raises
+            finally:
+                self._finish()
 
     async def _call_init(self, init_fun: Callable[[Feed], Any]) -> None:
         try:
@@ -793,7 +804,9 @@ class Feed:
             mean_fetch_time=c.fetch_time / calls if calls else 0.0,
             mean_enqueue_time=c.enqueue_time / c.enqueue_count if c.enqueue_count else 0.0,
             time_elapsed=time.monotonic() - c.started,
-            hosts=self._pool.host_stats() if self._pool is not None else {},
+            hosts=(
+                self._pool.host_stats() if self._pool is not None else fetcher_host_stats(self._fn)
+            ),
         )
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Iterator
 import numpy as np
 import pytest
 
-from asyncfeed import Batch, FeedStats
+from asyncfeed import Batch, FeedStats, ImageService
+from tests.httpserver import FaultServer
 
 LEAK_GRACE_S = 3.0
 
@@ -80,3 +81,24 @@ def check_accounting(stats: FeedStats) -> None:
     assert stats.rows_fetched == stats.rows_delivered + stats.rows_dropped + stats.rows_in_flight
     assert stats.rows_dropped == sum(stats.dropped_by_cause.values())
     assert min(stats.rows_in_flight, stats.rows_delivered, stats.rows_dropped) >= 0
+
+
+# -- HTTP and image-service fixtures (issue 4) --------------------------------------------------
+
+
+@pytest.fixture
+async def fault_server() -> AsyncIterator[FaultServer]:
+    """The scripted aiohttp server of ``tests/httpserver.py`` on 127.0.0.1."""
+    server = FaultServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.aclose()
+
+
+@pytest.fixture
+async def png_service() -> AsyncIterator[ImageService]:
+    """An embedded image service with 16 lossless 32x32 PNGs."""
+    async with ImageService(count=16, size=32, fmt="png") as svc:
+        yield svc

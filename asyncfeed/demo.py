@@ -1,0 +1,218 @@
+"""The demo: an image service → ``HttpFetcher`` → feed → a small training step, with progress.
+
+``python -m asyncfeed demo`` starts the embedded :class:`~asyncfeed.service.ImageService`
+(unless ``--url`` names a real one), streams its images through the HTTP fetcher into a
+consumer (a tiny torch model trained on CPU when torch is installed, else a numpy
+reduction), shows a live progress bar and ends with a summary table. Everything it starts it
+stops, also on Ctrl-C, after which the summary of what ran is printed all the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import numpy as np
+from tqdm import tqdm
+
+from .bridge import DaemonThreadPool
+from .decode import ImageOptions
+from .feed import Feed
+from .http import HttpFetcher
+from .rebatch import Batch
+from .retry import Retry
+from .service import ImageService
+
+__all__ = ["DemoReport", "run_demo"]
+
+CLASSES = 10
+
+
+@dataclass
+class DemoReport:
+    """What the demo measured; filled while it runs, printed at the end."""
+
+    source: str = ""
+    consumer: str = ""
+    batch_size: int = 0
+    rows: int = 0
+    batches: int = 0
+    waits: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    retries: int = 0
+    skipped: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    ended: float | None = None
+    interrupted: bool = False
+
+    def table(self) -> str:
+        """The summary table, one ``name  value`` row per line."""
+        elapsed = (self.ended or time.perf_counter()) - self.started
+        p50, p99 = np.percentile(self.waits, [50, 99]) if self.waits else (0.0, 0.0)
+        rows = [
+            ("rows", f"{self.rows:,}"),
+            ("batches", f"{self.batches:,} of {self.batch_size}"),
+            ("rows/s", f"{self.rows / elapsed:,.0f}" if elapsed > 0 else "0"),
+            ("wait for a batch", f"p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms"),
+            ("retries", f"{self.retries:,}"),
+            ("skipped", f"{self.skipped:,}"),
+        ]
+        if self.errors:
+            rows.append(("errors", ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items()))))
+        if self.losses:
+            rows.append((f"{self.consumer} loss", f"{self.losses[0]:.3f} → {self.losses[-1]:.3f}"))
+        status = ", interrupted" if self.interrupted else ""
+        head = f"asyncfeed demo: {self.source}, {elapsed:.1f} s{status}"
+        width = max(len(name) for name, _ in rows)
+        return "\n".join([head, *(f"  {name:<{width}}  {value}" for name, value in rows)])
+
+
+def _make_step(threads: int) -> tuple[str, Callable[[Batch], float]]:
+    """A training step on CPU: a tiny torch CNN when torch is installed, else numpy."""
+    if importlib.util.find_spec("torch") is None:
+        weights = np.zeros((3, CLASSES), np.float32)
+
+        def numpy_step(batch: Batch) -> float:
+            feats = batch["data"].mean(axis=(1, 2), dtype=np.float32) / 255.0  # [N, 3]
+            logits = feats @ weights
+            probs = np.exp(logits - logits.max(1, keepdims=True))
+            probs /= probs.sum(1, keepdims=True)
+            labels = batch["label"]
+            loss = float(-np.log(probs[np.arange(len(labels)), labels] + 1e-9).mean())
+            probs[np.arange(len(labels)), labels] -= 1.0
+            weights[...] -= 5.0 * feats.T @ probs / len(labels)
+            return loss
+
+        return "numpy", numpy_step
+
+    import torch
+
+    torch.set_num_threads(threads)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, kernel_size=8, stride=8),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, CLASSES),
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+    def torch_step(batch: Batch) -> float:
+        images = torch.from_numpy(batch["data"]).permute(0, 3, 1, 2).float().div_(255.0)
+        labels = torch.from_numpy(batch["label"])
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+        return float(loss.item())
+
+    return "torch", torch_step
+
+
+def _keys(template: str, count: int, label: Callable[[int], int]) -> Iterator[tuple[str, int]]:
+    for i in itertools.cycle(range(count)):
+        yield template.format(i=i), label(i)
+
+
+async def run_demo(args: argparse.Namespace, report: DemoReport, out: TextIO) -> None:
+    """Run the demo described by ``args``, filling ``report`` as it goes."""
+    async with contextlib.AsyncExitStack() as stack:
+        trainer = DaemonThreadPool(1, "asyncfeed-demo-train")
+        stack.callback(trainer.shutdown, wait=False)
+        make_step = trainer.submit(_make_step, 1)  # imports torch while the images are made
+        if args.url is None:
+            service = ImageService(
+                count=args.count, latency_ms=args.latency_ms, error_rate=args.error_rate
+            )
+            await stack.enter_async_context(service)
+            template, label = service.url_template, service.label
+            report.source = (
+                f"embedded service {template} ({args.latency_ms:g} ms latency, "
+                f"{args.error_rate:.0%} errors)"
+            )
+        else:
+            template = args.url
+            report.source = template
+
+            def label(i: int) -> int:
+                return i % CLASSES
+
+        report.consumer, step = await asyncio.wrap_future(make_step)
+        report.batch_size = args.batch_size
+        fetcher = HttpFetcher(
+            image=ImageOptions(size=(args.image_size, args.image_size)),
+            retry=Retry(attempts=4, backoff=0.05),
+        )
+        feed = Feed.from_keys(
+            _keys(template, args.count, label),
+            fetcher,
+            blobs=["data", "label"],
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            max_errors=args.max_errors,
+            log_interval=None,
+        )
+        progress = stack.enter_context(
+            tqdm(unit=" rows", unit_scale=True, mininterval=0.5, file=out, leave=False)
+        )
+        report.started = time.perf_counter()
+        await stack.enter_async_context(feed)
+        deadline = asyncio.get_running_loop().time() + args.seconds
+        try:
+            async with asyncio.timeout_at(deadline):
+                await _consume(feed, step, trainer, report, progress)
+        except TimeoutError:
+            pass  # the demo's time is up
+        finally:
+            report.ended = time.perf_counter()
+            _account(feed, report)
+
+
+async def _consume(
+    feed: Feed,
+    step: Callable[[Batch], float],
+    trainer: DaemonThreadPool,
+    report: DemoReport,
+    progress: tqdm[Any],
+) -> None:
+    while True:
+        start = time.perf_counter()
+        try:
+            batch = await anext(feed)
+        except StopAsyncIteration:
+            return
+        report.waits.append(time.perf_counter() - start)
+        report.losses.append(await asyncio.wrap_future(trainer.submit(step, batch)))
+        report.rows += batch.rows
+        report.batches += 1
+        progress.update(batch.rows)
+        if report.batches % 8 == 0:
+            _account(feed, report)
+            stats = feed.stats()
+            progress.set_postfix(
+                queue=f"{stats.chunk_queue_depth}/{stats.batch_queue_depth}",
+                retries=report.retries,
+                skipped=report.skipped,
+                loss=f"{report.losses[-1]:.2f}",
+                refresh=False,
+            )
+
+
+def _account(feed: Feed, report: DemoReport) -> None:
+    stats = feed.stats()
+    report.skipped = stats.fetch_errors
+    errors: dict[str, int] = {}
+    report.retries = 0
+    for host in stats.hosts.values():
+        report.retries += host["retries"]
+        for kind, n in host["errors"].items():
+            errors[kind] = errors.get(kind, 0) + n
+    report.errors = errors

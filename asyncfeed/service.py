@@ -1,0 +1,265 @@
+"""``ImageService``: an embedded aiohttp image server on 127.0.0.1 for demos, tests, benchmarks.
+
+It serves ``count`` synthetic images generated at start-up (or the images of a local folder)
+at ``/img/{i}`` (any extension after the number; ``i`` wraps around ``count``), with an
+injectable latency and error rate::
+
+    async with ImageService(count=300, size=256, latency_ms=20, error_rate=0.01) as svc:
+        urls = svc.urls(1000)            # or svc.url_template.format(i=7)
+
+Synthetic image ``i`` belongs to class ``i % classes`` (its colour scheme depends on the class),
+so a model can learn something from it; :meth:`ImageService.records` gives ``(url, label)``
+keys. The server records requests, injected errors and the peak number of requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import mimetypes
+import os
+import random
+import socket
+from pathlib import Path
+from typing import Any, Final, Literal, Self, final
+
+import numpy as np
+from aiohttp import web
+from PIL import Image
+
+from .bridge import to_thread
+from .errors import ConfigError
+from .options import check_positive_int
+
+__all__ = ["ImageService", "synthetic_image"]
+
+log = logging.getLogger("asyncfeed.service")
+
+MAX_FOLDER_BYTES: Final = 1 << 30
+
+
+def synthetic_image(index: int, size: int, classes: int = 10) -> np.ndarray:
+    """Image ``index`` as ``uint8[size, size, 3]``: a class-coloured pattern plus noise.
+
+    Deterministic: the same ``index`` and ``size`` always give the same pixels.
+    """
+    rng = np.random.default_rng(index)
+    label = index % classes
+    hue = 2 * np.pi * label / classes
+    base = (np.array([np.cos(hue), np.cos(hue - 2.1), np.cos(hue + 2.1)]) + 1.2) * 90
+    axis = np.linspace(0.0, 1.0, size, dtype=np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = np.cos(angle) * axis[None, :] + np.sin(angle) * axis[:, None]
+    waves = np.sin((label + 2) * 3.0 * ramp + rng.uniform(0, 2 * np.pi))
+    image = base[None, None, :] * (0.6 + 0.4 * waves[:, :, None])
+    image += rng.normal(0.0, 8.0, size=(size, size, 1)).astype(np.float32)
+    pixels: np.ndarray = np.clip(image, 0, 255).astype(np.uint8)
+    return pixels
+
+
+def _encode(array: np.ndarray, fmt: str, quality: int) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        Image.fromarray(array).save(buf, "JPEG", quality=quality)
+    else:
+        Image.fromarray(array).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _generate(count: int, size: int, fmt: str, quality: int, classes: int) -> list[bytes]:
+    return [_encode(synthetic_image(i, size, classes), fmt, quality) for i in range(count)]
+
+
+def _read_folder(directory: str) -> tuple[list[bytes], list[str]]:
+    from .files import IMAGE_SUFFIXES, iter_files
+
+    bodies: list[bytes] = []
+    types: list[str] = []
+    total = 0
+    for path in iter_files(directory, IMAGE_SUFFIXES):
+        data = Path(path).read_bytes()
+        total += len(data)
+        if total > MAX_FOLDER_BYTES:
+            raise ConfigError(f"{directory} holds more than {MAX_FOLDER_BYTES:,} bytes of images")
+        bodies.append(data)
+        types.append(mimetypes.guess_type(path)[0] or "application/octet-stream")
+    if not bodies:
+        raise ConfigError(f"no images found under {directory}")
+    return bodies, types
+
+
+@final
+class ImageService:
+    """An aiohttp server on 127.0.0.1 (an OS-chosen port unless ``port`` is given).
+
+    Args:
+        count: synthetic images generated at start-up.
+        size: their side, in pixels.
+        latency_ms: delay before every response.
+        error_rate: fraction of requests answered with HTTP 503 (seeded, reproducible).
+        fmt: ``"jpeg"`` or ``"png"`` (lossless: decoded pixels equal :func:`synthetic_image`).
+        quality: JPEG quality.
+        classes: number of labels the synthetic images are drawn from.
+        directory: serve the images of this folder instead (read into memory at start-up).
+        seed: seeds the error injection.
+        port: the port to listen on (0: any free port).
+
+    Raises:
+        ConfigError: for any invalid argument, or a folder without images.
+    """
+
+    def __init__(
+        self,
+        *,
+        count: int = 256,
+        size: int = 256,
+        latency_ms: float = 0.0,
+        error_rate: float = 0.0,
+        fmt: Literal["jpeg", "png"] = "jpeg",
+        quality: int = 90,
+        classes: int = 10,
+        directory: str | os.PathLike[str] | None = None,
+        seed: int = 0,
+        port: int = 0,
+    ) -> None:
+        self.count = check_positive_int("count", count)
+        self.size: Final = check_positive_int("size", size)
+        self.classes: Final = check_positive_int("classes", classes)
+        self.quality: Final = check_positive_int("quality", quality, maximum=100)
+        self.port = check_positive_int("port", port, minimum=0, maximum=65535)
+        if fmt not in ("jpeg", "png"):
+            raise ConfigError(f"fmt must be 'jpeg' or 'png', got {fmt!r}")
+        if not isinstance(latency_ms, int | float) or not latency_ms >= 0:
+            raise ConfigError(f"latency_ms must be a number >= 0, got {latency_ms!r}")
+        if not isinstance(error_rate, int | float) or not 0 <= error_rate <= 1:
+            raise ConfigError(f"error_rate must be a number in [0, 1], got {error_rate!r}")
+        self.fmt: Final = fmt
+        self.latency = float(latency_ms) / 1000.0
+        self.error_rate = float(error_rate)
+        self.directory: Final = None if directory is None else os.fspath(directory)
+        self._rng = random.Random(seed)
+        self._bodies: list[bytes] = []
+        self._types: list[str] = []
+        self._runner: web.AppRunner | None = None
+        self.requests = 0
+        self.errors_injected = 0
+        self.bytes_sent = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    # -- addresses ------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` once started."""
+        if self._runner is None:
+            raise RuntimeError("the image service is not started")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url_template(self) -> str:
+        """A URL with an ``{i}`` field: ``url_template.format(i=7)``."""
+        ext = {"jpeg": ".jpg", "png": ".png"}[self.fmt] if self.directory is None else ""
+        return f"{self.url}/img/{{i}}{ext}"
+
+    def urls(self, n: int | None = None) -> list[str]:
+        """URLs of images ``0 .. n-1`` (default: every image once)."""
+        template = self.url_template
+        return [template.format(i=i) for i in range(self.count if n is None else n)]
+
+    def label(self, i: int) -> int:
+        """The class of image ``i`` (0 for a folder's images)."""
+        return 0 if self.directory is not None else (i % self.count) % self.classes
+
+    def records(self, n: int | None = None) -> list[tuple[str, int]]:
+        """``(url, label)`` keys for images ``0 .. n-1``."""
+        return [(u, self.label(i)) for i, u in enumerate(self.urls(n))]
+
+    def body(self, i: int) -> bytes:
+        """The encoded bytes served for image ``i``."""
+        return self._bodies[i % self.count]
+
+    def reset_counters(self) -> None:
+        """Zero the request counters and the recorded peak."""
+        self.requests = self.errors_injected = self.bytes_sent = 0
+        self.peak_in_flight = self.in_flight
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Generate (or read) the images off the loop, then listen."""
+        if self._runner is not None:
+            raise RuntimeError("the image service is already started")
+        if self.directory is not None:
+            self._bodies, self._types = await to_thread(
+                _read_folder, self.directory, name="asyncfeed-service-read"
+            )
+            self.count = len(self._bodies)
+        else:
+            self._bodies = await to_thread(
+                _generate,
+                self.count,
+                self.size,
+                self.fmt,
+                self.quality,
+                self.classes,
+                name="asyncfeed-service-generate",
+            )
+            self._types = [f"image/{self.fmt}"] * self.count
+        app = web.Application()
+        app.router.add_get("/img/{name}", self._serve)
+        app.router.add_get("/", self._index)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", self.port))
+            self.port = sock.getsockname()[1]
+            await web.SockSite(runner, sock, backlog=1024).start()
+        except BaseException:
+            sock.close()
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        log.info("serving %d images at %s", self.count, self.url_template)
+
+    async def aclose(self) -> None:
+        """Stop listening and close every connection. Idempotent."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- handlers -------------------------------------------------------------------------
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if self.latency:
+                await asyncio.sleep(self.latency)  # the injected latency under test
+            if self.error_rate and self._rng.random() < self.error_rate:
+                self.errors_injected += 1
+                return web.Response(status=503, text="injected error")
+            number = request.match_info["name"].partition(".")[0]
+            if not number.isdigit():
+                return web.Response(status=404, text="not an image number")
+            i = int(number) % self.count
+            body = self._bodies[i]
+            self.bytes_sent += len(body)
+            return web.Response(body=body, content_type=self._types[i])
+        finally:
+            self.in_flight -= 1
+
+    async def _index(self, request: web.Request) -> web.Response:
+        info: dict[str, Any] = {"count": self.count, "url_template": self.url_template}
+        return web.json_response(info)

@@ -1,0 +1,116 @@
+"""HttpFetcher from synchronous code and across processes: a session per loop, pickling."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import pickle
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import asyncfeed as af
+from asyncfeed.service import synthetic_image
+
+
+@pytest.fixture
+def served_pngs() -> Iterator[str]:
+    """``python -m asyncfeed serve-images`` in a child process: 4 PNGs of 16x16."""
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "asyncfeed",
+            "serve-images",
+            "--count=4",
+            "--size=16",
+            "--format=png",
+            "--latency-ms=0",
+            "--error-rate=0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            match = re.search(r"at (http://\S+)", proc.stdout.readline())
+            assert match is not None
+            yield match.group(1)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.mark.timeout(30)
+def test_a_started_feed_opens_its_session_on_the_private_loop(served_pngs: str) -> None:
+    fetcher = af.HttpFetcher()
+    keys = ((served_pngs.format(i=i), i) for i in itertools.count())  # endless: runs until stop
+    feed = af.Feed.from_keys(
+        keys, fetcher, blobs=["data", "label"], batch_size=4, ordered=True, log_interval=None
+    )
+    feed.start()
+    try:
+        first = feed.get(timeout=10)
+        session = fetcher.session
+        assert session is not None and not session.closed
+        second = feed.get(timeout=10)
+    finally:
+        feed.stop()
+    assert session.closed and fetcher.session is None
+    data = np.concatenate([first["data"], second["data"]])
+    assert all(np.array_equal(data[i], synthetic_image(i % 4, 16)) for i in range(8))
+    assert np.concatenate([first["label"], second["label"]]).tolist() == list(range(8))
+
+
+@pytest.mark.timeout(60)
+def test_processes_open_the_fetcher_in_each_worker(served_pngs: str) -> None:
+    keys = [(served_pngs.format(i=i), i) for i in range(16)]
+    feed = af.Feed.from_keys(
+        keys,
+        af.HttpFetcher(),
+        blobs=["data", "label"],
+        batch_size=8,
+        ordered=True,
+        concurrency=4,
+        processes=2,
+        log_interval=None,
+    )
+    feed.start()
+    try:
+        batches = [feed.get(timeout=30) for _ in range(2)]
+    finally:
+        feed.stop()
+    data = np.concatenate([b["data"] for b in batches])
+    assert all(np.array_equal(data[i], synthetic_image(i % 4, 16)) for i in range(16))
+    (host,) = feed.stats().hosts.values()  # the workers report every so often: a lower bound
+    assert 1 <= host["requests"] <= 16 and host["bytes"] > 0
+
+
+def test_a_fetcher_serves_one_loop_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "0.npy"
+    np.save(path, np.zeros(3))
+    files = af.FileFetcher()
+    asyncio.run(files.open())
+    with pytest.raises(af.FeedStateError, match=r"^files is open on another event loop$"):
+        asyncio.run(files(str(path)))
+    asyncio.run(files.aclose())
+    assert asyncio.run(files(str(path)))[0].shape == (1, 3)  # lazily opened, on this loop
+    asyncio.run(files.aclose())
+
+
+def test_fetchers_pickle_their_configuration_only() -> None:
+    http = af.HttpFetcher(image=af.ImageOptions(size=(8, 8)), retry=af.Retry(attempts=2))
+    back = pickle.loads(pickle.dumps(http))
+    assert back.session is None and not back.is_open and back.host_stats() == {}
+    assert repr(back) == repr(http)
+    files = pickle.loads(pickle.dumps(af.FileFetcher(arrays="chunk")))
+    assert "arrays='chunk'" in repr(files) and not files.is_open
