@@ -80,18 +80,29 @@ class TreeSampler:
         self.peak_pss = max(self.peak_pss, pss)
 
 
-def _kill_leftovers(procs: Iterable[psutil.Process]) -> int:
-    """Kill descendants that outlived the worker (orphans are no longer in its tree)."""
-    alive = []
+def _kill_leftovers(procs: Iterable[psutil.Process], grace: float = 2.0) -> list[str]:
+    """Descendants that outlived the worker (orphans are no longer in its tree): give them
+    ``grace`` seconds to end on their own (a resource tracker does), then kill the rest.
+
+    Returns the names of those that had to be killed.
+    """
+    running = []
     for p in procs:
         try:
             if p.is_running():
-                p.kill()
-                alive.append(p)
+                running.append(p)
+        except psutil.Error:
+            continue
+    _, alive = psutil.wait_procs(running, timeout=grace)
+    names = []
+    for p in alive:
+        try:
+            names.append(p.name())
+            p.kill()
         except psutil.Error:
             continue
     psutil.wait_procs(alive, timeout=5)
-    return len(alive)
+    return names
 
 
 def _kill_tree(pid: int) -> None:
@@ -146,7 +157,8 @@ def run_one(spec: RunSpec, *, timeout: float, python: str = sys.executable) -> d
             result["log"] = log_tail
     result["wall_s"] = wall
     if leftovers:
-        result["leftover_processes"] = leftovers
+        result["leftover_processes"] = len(leftovers)
+        result["leftover_names"] = leftovers
     mb = 1 / (1 << 20)
     result["peak_rss_mb"] = max(sampler.peak_rss * mb, result.get("self_maxrss_mb", 0.0))
     result["peak_pss_mb"] = sampler.peak_pss * mb if sampler.pss_available else None
