@@ -22,7 +22,7 @@ from typing import Any
 
 from . import workloads
 from .harness import Record, run_suite, summarise
-from .report import fmt_num, markdown, write_results
+from .report import Section, fmt_num, markdown, write_results
 from .runner import Phases
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     phases = phases_for(args)
     names = args.workloads or list(workloads.NAMES)
-    sections = []
+    sections: list[Section] = []
     summaries: dict[str, Any] = {}
     all_records: list[Record] = []
     for name in names:
