@@ -21,6 +21,7 @@ All of them pickle, so they cross process-pool boundaries intact.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 __all__ = [
@@ -168,3 +169,25 @@ class DecodeError(FetchError, ValueError):
 
 def _rebuild_decode_error(message: str, source: str, key: Any) -> DecodeError:
     return DecodeError(message, source=source, key=key)
+
+
+def first_error(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The error to show a consumer from a task group's failure.
+
+    An asyncfeed error first, else the first real (non-cancellation) one; a raw
+    ``ExceptionGroup`` never reaches the user unless it holds nothing else.
+    """
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        elif not isinstance(exc, asyncio.CancelledError):
+            leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if isinstance(exc, AsyncFeedError):
+            return exc
+    return leaves[0] if leaves else group

@@ -28,12 +28,12 @@ from .bridge import (
 )
 from .errors import (
     AsyncFeedError,
-    ChunkError,
     ConfigError,
     FeedExhausted,
     FeedStateError,
     FeedTimeoutError,
     FetchError,
+    first_error,
 )
 from .fetch import ErrorBudget, Fetcher, FetchFn, FetchOneFn, is_async_callable, next_worker_id
 from .handoff import SinkBridge, check_sink
@@ -640,7 +640,7 @@ class Feed:
                 self._fail(FeedStateError(f"feed {self.source!r} was cancelled by its event loop"))
             raise
         except BaseExceptionGroup as group:
-            self._fail(_first_error(group))
+            self._fail(first_error(group))
         except Exception as exc:
             self._fail(exc)
         finally:
@@ -770,40 +770,13 @@ class Feed:
 
     def stats(self) -> FeedStats:
         """A consistent snapshot; callable from any thread, in any state."""
-        c = self._counters
         sq = self._sq
-        if sq is None:
-            fetched, delivered = 0, 0
-            dropped: dict[str, int] = {}
-            stages: tuple[int, ...] = (0, 0, 0, 0)
-            depth = 0
-        else:
-            fetched, delivered, dropped, stages = sq.ledger.snapshot()
-            depth = len(sq.channel)
-        calls = c.fetch_calls
-        return FeedStats(
+        return self._counters.snapshot(
             source=self.source,
             state=self._state.value,
-            rows_fetched=fetched,
-            rows_delivered=delivered,
-            rows_dropped=sum(dropped.values()),
-            dropped_by_cause=dropped,
-            rows_in_flight=sum(stages),
-            rows_queued=stages[Stage.QUEUED],
-            rows_rebatching=stages[Stage.REBATCHING],
-            rows_batched=stages[Stage.BATCHED],
-            rows_handing=stages[Stage.HANDING],
-            batches_delivered=c.batches_delivered,
-            fetch_calls=calls,
-            fetch_none=c.fetch_none,
-            fetch_empty=c.fetch_empty,
-            fetch_errors=c.fetch_errors,
-            chunk_queue_depth=depth,
+            ledger=None if sq is None else sq.ledger,
+            chunk_queue_depth=0 if sq is None else len(sq.channel),
             batch_queue_depth=len(self._batches),
-            inputs_per_sec=c.inputs_per_sec(),
-            mean_fetch_time=c.fetch_time / calls if calls else 0.0,
-            mean_enqueue_time=c.enqueue_time / c.enqueue_count if c.enqueue_count else 0.0,
-            time_elapsed=time.monotonic() - c.started,
             hosts=(
                 self._pool.host_stats() if self._pool is not None else fetcher_host_stats(self._fn)
             ),
@@ -818,21 +791,3 @@ class Feed:
 def _cancel_soon(task: asyncio.Task[Any]) -> None:
     with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
         task.get_loop().call_soon_threadsafe(task.cancel)
-
-
-def _first_error(group: BaseExceptionGroup[Any]) -> BaseException:
-    """The error to show the consumer: an asyncfeed error first, else the first real one."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        elif not isinstance(exc, asyncio.CancelledError):
-            leaves.append(exc)
-
-    walk(group)
-    for exc in leaves:
-        if isinstance(exc, AsyncFeedError | ChunkError):
-            return exc
-    return leaves[0] if leaves else group

@@ -13,6 +13,7 @@ the loop that makes it, and :meth:`Loader.aclose` (or ``async with``) closes it.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import os
@@ -64,7 +65,7 @@ def chunk_of(item: np.ndarray, label: Any) -> list[np.ndarray]:
     return [item[None], np.asarray(label)[None]]
 
 
-class Loader:
+class Loader(abc.ABC):
     """Base of the ready-made fetchers: refcounted open/close on one loop, a decode pool.
 
     Args:
@@ -158,10 +159,12 @@ class Loader:
         return self._decode_threads
 
     def _open_resources(self, feed: Feed | None) -> None:
-        """Subclasses: create loop-bound resources (no awaiting)."""
+        """Subclasses: create loop-bound resources (no awaiting); none by default."""
+        return None
 
     async def _close_resources(self) -> None:
-        """Subclasses: close what :meth:`_open_resources` created."""
+        """Subclasses: close what :meth:`_open_resources` created; nothing by default."""
+        return None
 
     @property
     def is_open(self) -> bool:
@@ -210,8 +213,9 @@ class Loader:
         """Per-host statistics; empty for fetchers that have no hosts."""
         return {}
 
+    @abc.abstractmethod
     async def __call__(self, key: Any) -> list[np.ndarray] | dict[str, np.ndarray]:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Fetch and decode one key into a chunk."""
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle the configuration only: resources are recreated in the loop that opens it."""

@@ -334,7 +334,8 @@ class WorkerPool:
         """Per-host stats of the workers' fetchers (their ``host_stats()``), merged.
 
         Numbers are summed across workers, except names such as ``p99``, ``max`` or
-        ``peak`` (``latency_p99``...), which take the largest; other values the last seen.
+        ``peak`` (``latency_p99``...), which take the largest; dicts (errors by kind) are
+        merged key by key; other values the last seen.
         """
         merged: dict[str, dict[str, Any]] = {}
         for hosts in list(self._hosts.values()):
@@ -346,6 +347,11 @@ class WorkerPool:
 
 
 def _merge(name: str, old: Any, new: Any) -> Any:
+    if isinstance(old, dict) and isinstance(new, dict):  # e.g. errors by kind: merge per key
+        merged = dict(old)
+        for key, value in new.items():
+            merged[key] = _merge(str(key), merged.get(key), value)
+        return merged
     numbers = (int, float)
     if old is None or not isinstance(old, numbers) or not isinstance(new, numbers):
         return new

@@ -197,6 +197,50 @@ class FeedCounters:
             self._window_start = now
             self._window_rows = 0
 
+    def snapshot(
+        self,
+        *,
+        source: str,
+        state: str,
+        ledger: Ledger | None,
+        chunk_queue_depth: int,
+        batch_queue_depth: int,
+        hosts: Mapping[str, Mapping[str, Any]],
+    ) -> FeedStats:
+        """A :class:`FeedStats` from these counters and the source's ledger (None: unstarted)."""
+        if ledger is None:
+            fetched, delivered = 0, 0
+            dropped: dict[str, int] = {}
+            stages: tuple[int, ...] = (0, 0, 0, 0)
+        else:
+            fetched, delivered, dropped, stages = ledger.snapshot()
+        calls = self.fetch_calls
+        return FeedStats(
+            source=source,
+            state=state,
+            rows_fetched=fetched,
+            rows_delivered=delivered,
+            rows_dropped=sum(dropped.values()),
+            dropped_by_cause=dropped,
+            rows_in_flight=sum(stages),
+            rows_queued=stages[Stage.QUEUED],
+            rows_rebatching=stages[Stage.REBATCHING],
+            rows_batched=stages[Stage.BATCHED],
+            rows_handing=stages[Stage.HANDING],
+            batches_delivered=self.batches_delivered,
+            fetch_calls=calls,
+            fetch_none=self.fetch_none,
+            fetch_empty=self.fetch_empty,
+            fetch_errors=self.fetch_errors,
+            chunk_queue_depth=chunk_queue_depth,
+            batch_queue_depth=batch_queue_depth,
+            inputs_per_sec=self.inputs_per_sec(),
+            mean_fetch_time=self.fetch_time / calls if calls else 0.0,
+            mean_enqueue_time=self.enqueue_time / self.enqueue_count if self.enqueue_count else 0.0,
+            time_elapsed=time.monotonic() - self.started,
+            hosts=hosts,
+        )
+
     def inputs_per_sec(self) -> float:
         """Rows/s over the last closed window of about a second (0.0 before the first)."""
         if time.monotonic() - self._window_start > 2 * self.WINDOW:
@@ -205,13 +249,18 @@ class FeedCounters:
 
 
 class LagWarning:
-    """Warns, at most once per ``period`` seconds, that the chunk queue runs nearly empty."""
+    """Warns, at most once per ``period`` seconds, that the chunk queue runs nearly empty.
 
-    __slots__ = ("_last", "period", "source")
+    Silent for the first ``grace`` seconds: every feed starts with an empty queue.
+    """
 
-    def __init__(self, source: str, period: float = 60.0) -> None:
+    __slots__ = ("_last", "_start", "grace", "period", "source")
+
+    def __init__(self, source: str, period: float = 60.0, grace: float = 10.0) -> None:
         self.source = source
         self.period = period
+        self.grace = grace
+        self._start = time.monotonic()
         self._last = -period
 
     def check(self, depth: int, capacity: int) -> None:
@@ -219,7 +268,7 @@ class LagWarning:
         if depth * 20 > capacity:
             return
         now = time.monotonic()
-        if now - self._last >= self.period:
+        if now - self._start >= self.grace and now - self._last >= self.period:
             self._last = now
             log.warning(
                 "data loading lagging: source %r chunk queue holds %d of %d",

@@ -189,13 +189,13 @@ class _Server:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks)
+        self._send_stats()  # before aclose(), which may reset the fetcher's counters
         aclose = getattr(self.spec.fn, "aclose", None)
         if callable(aclose):
             try:
                 await asyncio.wait_for(aclose(), CLOSE_TIMEOUT)
             except Exception:
                 log.warning("closing the fetcher in worker process %d failed", self.index)
-        self._send_stats()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         link = self._link

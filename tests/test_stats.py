@@ -87,12 +87,15 @@ def test_ledger_moves_rows_between_stages() -> None:
 
 
 def test_lag_warning_is_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
-    lag = LagWarning("train", period=3600)
+    lag = LagWarning("train", period=3600, grace=0.0)
     lag.check(depth=100, capacity=800)  # 12 % full: fine
     lag.check(depth=0, capacity=800)
     lag.check(depth=1, capacity=800)
     warnings = [r for r in caplog.records if "data loading lagging" in r.message]
     assert len(warnings) == 1 and "'train'" in warnings[0].message
+    quiet = LagWarning("test", grace=3600)  # a feed starts with an empty queue: no warning
+    quiet.check(depth=0, capacity=800)
+    assert not [r for r in caplog.records if "'test'" in r.message]
 
 
 async def test_inputs_per_sec_is_reported_after_a_window(counter: CounterSource) -> None:
