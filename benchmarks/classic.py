@@ -18,9 +18,9 @@ compare against what users actually ran (Caffe2 itself no longer installs):
 - ``stop()`` clears the active flag; threads notice at their next 0.5 s timeout, and rows in
   the chunk queue or a half-built batch are discarded.
 
-Only instrumentation was added: :meth:`ClassicInput.held_rows` reports the rows waiting in the
-chunk queue and in the enqueuer's half-built batch, so the benchmark can tell rows *held*
-from rows *lost*.
+Only instrumentation was added: :meth:`ClassicInput.held_rows` reports the rows a fetcher
+thread has in hand, those waiting in the chunk queue and those in the enqueuer's half-built
+batch, so the benchmark can tell rows *held* from rows *lost*.
 """
 
 from __future__ import annotations
@@ -122,6 +122,8 @@ class ClassicInput:
         self.queues = [BlobsQueue(self.C2_QUEUE_CAPACITY) for _ in self._blob_names]
         self._active = False
         self._cur_batch: list[np.ndarray] = []
+        self._in_hand = 0
+        self._hand_lock = threading.Lock()
         self._counter = 0
         self._inputs = 0
         self._prev_seconds = time.time()
@@ -168,11 +170,21 @@ class ClassicInput:
         return out
 
     def held_rows(self) -> int:
-        """Instrumentation: rows in the chunk queue and in the enqueuer's half-built batch."""
+        """Instrumentation: rows in fetchers' hands, in the chunk queue, in the half-built batch.
+
+        Read upstream first, so a row moving on meanwhile is counted twice, never missed.
+        """
+        in_hand = self.rows_in_hand
         with self._internal_queue.mutex:
             queued = sum(c[0].shape[0] for c in self._internal_queue.queue)
         cur = self._cur_batch
-        return queued + (cur[0].shape[0] if cur else 0)
+        return in_hand + queued + (cur[0].shape[0] if cur else 0)
+
+    @property
+    def rows_in_hand(self) -> int:
+        """Instrumentation: rows a fetcher returned and has not yet put into the queue."""
+        with self._hand_lock:
+            return self._in_hand
 
     def _put_metric(self, key: str, value: float) -> None:
         self.metrics[key] = self.metrics.get(key, 0.0) + value
@@ -186,12 +198,22 @@ class ClassicInput:
             start = time.time()
             try:
                 chunk = self._fetch_fun(worker_id, self._batch_size)
-                self._put(chunk)
+                rows = _rows(chunk)
+                self._hold(rows)
+                try:
+                    self._put(chunk)
+                finally:
+                    self._hold(-rows)
             except Exception:
                 log.exception("Exception in fetcher")
                 self._active = False
             finally:
                 self._put_metric("fetcher_time", time.time() - start)
+
+    def _hold(self, rows: int) -> None:
+        if rows:
+            with self._hand_lock:
+                self._in_hand += rows
 
     def _validate_chunk(self, chunk: Sequence[np.ndarray] | None) -> bool:
         if chunk is None:
@@ -290,6 +312,13 @@ class ClassicInput:
     def _enqueue(self, batch: Sequence[np.ndarray]) -> None:
         for q, arr in zip(self.queues, batch, strict=True):
             q.safe_enqueue(arr)
+
+
+def _rows(chunk: Sequence[np.ndarray] | None) -> int:
+    try:
+        return int(chunk[0].shape[0]) if chunk else 0
+    except (AttributeError, IndexError, TypeError):
+        return 0
 
 
 def make_fetch_fun(fetch: Callable[[], Any]) -> FetchFun:

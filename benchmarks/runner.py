@@ -91,6 +91,14 @@ class Runner(abc.ABC):
         """
         return 0 if ended else None
 
+    def quiescent(self) -> bool:
+        """False while a fetch started before the drain may still deliver rows.
+
+        The drain goes on past an idle spell until this is True (or its deadline passes),
+        so that a slow fetch in flight is not taken for a lost row.
+        """
+        return True
+
     @abc.abstractmethod
     def stop(self) -> None: ...
 
@@ -113,7 +121,9 @@ class Runner(abc.ABC):
                 try:
                     batch = self.next_batch(timeout)
                 except TimeoutError:
-                    break
+                    if self.quiescent():
+                        break
+                    continue
                 if batch is None:
                     ended = True
                     break
@@ -170,7 +180,9 @@ class AsyncRunner(Runner):
                         async with asyncio.timeout(timeout):
                             batch = await anext(batches)
                     except TimeoutError:
-                        break
+                        if self.quiescent():
+                            break
+                        continue
                     except StopAsyncIteration:
                         ended = True
                         break

@@ -138,3 +138,41 @@ def test_asyncfeed_processes_run_counts_rows_of_every_worker() -> None:
     acc = result["accounting"]
     assert acc["lost"] == 0 and acc["duplicates"] == 0 and acc["bad_batches"] == 0
     assert acc["produced"] > 0
+
+
+class SlowLastFetch(ListRunner):
+    """After the drain, one fetch is still running: two idle spells, then its batch."""
+
+    def __init__(self, streams: Streams) -> None:
+        super().__init__(streams)
+        self.late: list[Any] | None = None
+        self.idle_spells = 0
+
+    def drain(self) -> None:
+        chunk = self.src.chunk()  # taken before the drain, delivered late
+        super().drain()
+        self.late = [chunk]
+
+    def next_batch(self, timeout: float | None) -> Sequence[Any] | None:
+        if self.late is None:
+            return super().next_batch(timeout)
+        if self.idle_spells < 2:
+            self.idle_spells += 1
+            raise TimeoutError
+        batch, self.late = self.late, []
+        return batch or None
+
+    def held_rows(self, ended: bool) -> int | None:
+        return 0
+
+    def quiescent(self) -> bool:
+        return self.late == []
+
+
+def test_drain_waits_for_a_fetch_still_in_flight() -> None:
+    streams = Streams()
+    checker = BatchChecker([BlobSpec("float32", (4,))], 4)
+    runner = SlowLastFetch(streams)
+    runner.run(Timeline(checker, TINY))
+    assert runner.idle_spells == 2
+    assert checker.account(streams.produced(), 0).lost == 0

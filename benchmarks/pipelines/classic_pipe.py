@@ -17,9 +17,15 @@ class ClassicRunner(Runner):
 
     note = "reference re-implementation of Caffe2 data_workers (drops leftovers when full)"
 
-    def __init__(self, streams: Streams, make_input: Callable[[], ClassicInput]) -> None:
+    def __init__(
+        self,
+        streams: Streams,
+        make_input: Callable[[], ClassicInput],
+        fetching: Callable[[], int] | None = None,
+    ) -> None:
         super().__init__(streams)
         self._make_input = make_input
+        self._fetching = fetching  # fetch calls in progress, when the workload counts them
         self._input: ClassicInput | None = None
 
     def start(self) -> None:
@@ -31,8 +37,17 @@ class ClassicRunner(Runner):
         return self._input.get_batch(timeout)
 
     def held_rows(self, ended: bool) -> int | None:
+        """Rows in fetch calls still running (one each), then what the input holds.
+
+        Read upstream first: a row moving on meanwhile is counted twice, never missed.
+        """
         assert self._input is not None
-        return self._input.held_rows()
+        busy = self._fetching() if self._fetching is not None else 0
+        return busy + self._input.held_rows()
+
+    def quiescent(self) -> bool:
+        busy = self._fetching() if self._fetching is not None else 0
+        return busy == 0 and (self._input is None or self._input.rows_in_hand == 0)
 
     def stop(self) -> None:
         if self._input is not None and not self._input.stop():

@@ -333,20 +333,26 @@ class Http(Workload):
 
             it = keys(streams, template)
             lock = threading.Lock()
+            fetching = [0]  # fetch calls in progress: the drain waits for them
 
             def fetch_fun(worker_id: int, batch_size: int) -> list[np.ndarray] | None:
                 with lock:
                     key = next(it, None)
+                    fetching[0] += key is not None
                 if key is None:
                     time.sleep(DRAIN_NAP_S)
                     return None
-                image, ident = urllib_row(key)
+                try:
+                    image, ident = urllib_row(key)
+                finally:
+                    with lock:
+                        fetching[0] -= 1
                 return [image[None], np.array([ident], np.int64)]
 
             def make_input() -> ClassicInput:
                 return ClassicInput(BLOBS, fetch_fun, BATCH, num_worker_threads=c)
 
-            runner = ClassicRunner(streams, make_input)
+            runner = ClassicRunner(streams, make_input, fetching=lambda: fetching[0])
             runner.note = "C fetcher threads, urllib.request + decode"
             return runner
         if kind == "dataloader":
