@@ -146,7 +146,10 @@ class Rebatcher:
                 return out
             arrays = [a[pos:] for a in arrays]
             rows -= pos
-        if sum(a.nbytes for a in arrays) <= SMALL_CHUNK_BYTES:
+        nbytes = 0
+        for a in arrays:
+            nbytes += a.nbytes
+        if nbytes <= SMALL_CHUNK_BYTES:
             self._small.append(arrays)
             self._small_rows += rows
             while self._fill + self._small_rows >= bs:
