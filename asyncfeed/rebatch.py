@@ -5,10 +5,22 @@ Pure, synchronous numpy code (no asyncio, no threads), in the spirit of SPDL's
 rebatcher, never pushed back into a queue. Each row is copied at most once, into a freshly
 allocated batch buffer; when nothing is carried and a C-contiguous chunk holds a whole batch,
 that batch is a view of the chunk and nothing is copied.
+
+Batch buffers are recycled: a buffer the rebatcher made earlier is filled again once nothing
+but the rebatcher references it (the consumer dropped the batch and every view of it), so a
+steady stream keeps copying into the same few cache- and TLB-warm buffers instead of fresh
+allocations. A batch the consumer still holds, or any view of it, is never overwritten.
+
+Small chunks (at most :data:`SMALL_CHUNK_BYTES`) are carried as views until a batch is
+complete and then copied with one ``numpy.concatenate(..., out=...)`` per blob, so a batch
+made of many small chunks costs one call per blob instead of one slice assignment per chunk
+and blob. Larger chunks are copied into the batch buffer as they arrive: the rebatcher never
+holds on to a large chunk (it may be a view of a worker's shared memory, see ``wire.py``).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Final, final
 
@@ -17,6 +29,20 @@ import numpy as np
 from .errors import ConfigError
 
 __all__ = ["Batch", "Rebatcher"]
+
+#: Chunks up to this many bytes (all blobs) are carried as views; larger ones are copied on
+#: arrival. Matches ``wire.INLINE_MAX_BYTES``: smaller chunks never live in a worker's ring.
+SMALL_CHUNK_BYTES: Final = 32 * 1024
+
+#: Batch buffer sets kept for reuse: more than a feed keeps in flight (prefetched, in the
+#: outbox, held by the consumer, being filled), so an idle one is usually among them.
+RECYCLED_BATCHES: Final = 8
+
+# Reuse is decided by reference counts, exact only where the GIL is on.
+_RECYCLE: Final = bool(getattr(sys, "_is_gil_enabled", lambda: True)())
+# References to an idle pooled array seen by ``_idle``: its pool list, the loop variable,
+# getrefcount's argument.
+_IDLE_REFS: Final = 3
 
 
 @final
@@ -64,7 +90,17 @@ class Rebatcher:
     one array per blob, equal first dimensions, a fixed dtype and trailing shape per blob.
     """
 
-    __slots__ = ("_blobs", "_buffers", "_fill", "_next_index", "batch_size", "rebatch")
+    __slots__ = (
+        "_blobs",
+        "_buffers",
+        "_fill",
+        "_next_index",
+        "_recycled",
+        "_small",
+        "_small_rows",
+        "batch_size",
+        "rebatch",
+    )
 
     def __init__(self, blobs: Sequence[str], batch_size: int, *, rebatch: bool = True) -> None:
         if batch_size < 1:
@@ -72,14 +108,17 @@ class Rebatcher:
         self._blobs: Final = tuple(blobs)
         self.batch_size: Final = batch_size
         self.rebatch: Final = rebatch
-        self._buffers: list[np.ndarray] | None = None
-        self._fill = 0
+        self._buffers: list[np.ndarray] | None = None  # the batch being filled
+        self._fill = 0  # rows already copied into it
+        self._small: list[Sequence[np.ndarray]] = []  # small chunks carried as views, oldest first
+        self._small_rows = 0
         self._next_index = 0
+        self._recycled: list[list[np.ndarray]] = []  # buffers made here, most recent last
 
     @property
     def pending_rows(self) -> int:
         """Rows carried, waiting for more rows to complete a batch."""
-        return self._fill
+        return self._fill + self._small_rows
 
     @property
     def batches_made(self) -> int:
@@ -87,7 +126,11 @@ class Rebatcher:
         return self._next_index
 
     def push(self, arrays: Sequence[np.ndarray]) -> list[Batch]:
-        """Add one chunk; return the batches it completes (possibly none)."""
+        """Add one chunk; return the batches it completes (possibly none).
+
+        A small chunk's arrays may be referenced (not copied) until the batch that holds its
+        rows is returned: a fetcher must not write into an array it has returned.
+        """
         rows = arrays[0].shape[0] if arrays else 0
         if rows == 0:
             return []
@@ -95,15 +138,30 @@ class Rebatcher:
             return [self._batch(arrays, rows)]
         bs = self.batch_size
         out: list[Batch] = []
-        pos = 0
-        if self._fill == 0 and rows >= bs and all(a.flags.c_contiguous for a in arrays):
+        nothing_carried = self._fill == 0 and self._small_rows == 0
+        if nothing_carried and rows >= bs and all(a.flags.c_contiguous for a in arrays):
+            pos = 0
             while rows - pos >= bs:
                 out.append(self._batch([a[pos : pos + bs] for a in arrays], bs))
                 pos += bs
+            if pos == rows:
+                return out
+            arrays = [a[pos:] for a in arrays]
+            rows -= pos
+        nbytes = 0
+        for a in arrays:
+            nbytes += a.nbytes
+        if nbytes <= SMALL_CHUNK_BYTES:
+            self._small.append(arrays)
+            self._small_rows += rows
+            while self._fill + self._small_rows >= bs:
+                self._copy_small(bs - self._fill)
+                out.append(self._take_full())
+            return out
+        self._copy_small(self._small_rows)
+        pos = 0
         while pos < rows:
-            buffers = self._buffers
-            if buffers is None:
-                buffers = self._buffers = self._allocate(arrays)
+            buffers = self._buffers_for(arrays)
             take = min(bs - self._fill, rows - pos)
             end = self._fill + take
             for buf, a in zip(buffers, arrays, strict=True):
@@ -111,13 +169,12 @@ class Rebatcher:
             self._fill = end
             pos += take
             if end == bs:
-                out.append(self._batch(buffers, bs))
-                self._buffers = None
-                self._fill = 0
+                out.append(self._take_full())
         return out
 
     def flush(self) -> Batch | None:
         """Return the carried rows as a final, partial batch, or None when nothing is carried."""
+        self._copy_small(self._small_rows)
         if self._fill == 0 or self._buffers is None:
             return None
         fill = self._fill
@@ -128,10 +185,65 @@ class Rebatcher:
 
     def discard(self) -> int:
         """Drop the carried rows; return how many were dropped."""
-        dropped = self._fill
+        dropped = self._fill + self._small_rows
         self._buffers = None
         self._fill = 0
+        self._small = []
+        self._small_rows = 0
         return dropped
+
+    def _buffers_for(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The buffers of the batch being filled: an idle recycled set, or new ones."""
+        buffers = self._buffers
+        if buffers is not None:
+            return buffers
+        pool = self._recycled
+        for i, candidate in enumerate(pool):
+            if _idle(candidate):
+                del pool[i]
+                pool.append(candidate)
+                self._buffers = candidate
+                return candidate
+        buffers = self._buffers = self._allocate(arrays)
+        if _RECYCLE:
+            pool.append(buffers)
+            if len(pool) > RECYCLED_BATCHES:
+                del pool[0]
+        return buffers
+
+    def _copy_small(self, n: int) -> None:
+        """Copy the ``n`` oldest carried small-chunk rows into the batch being filled."""
+        if n == 0:
+            return
+        small = self._small
+        taken: list[Sequence[np.ndarray]] = []
+        need = n
+        i = 0
+        while need:
+            arrays = small[i]
+            rows = arrays[0].shape[0]
+            if rows <= need:
+                taken.append(arrays)
+                need -= rows
+                i += 1
+            else:
+                taken.append([a[:need] for a in arrays])
+                small[i] = [a[need:] for a in arrays]
+                need = 0
+        del small[:i]
+        self._small_rows -= n
+        buffers = self._buffers_for(taken[0])
+        start, end = self._fill, self._fill + n
+        for j, buf in enumerate(buffers):
+            np.concatenate([t[j] for t in taken], out=buf[start:end])
+        self._fill = end
+
+    def _take_full(self) -> Batch:
+        assert self._buffers is not None and self._fill == self.batch_size
+        batch = self._batch(self._buffers, self._fill)
+        self._buffers = None
+        self._fill = 0
+        return batch
 
     def _allocate(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """A fresh batch buffer per blob.
@@ -155,3 +267,8 @@ class Rebatcher:
         index = self._next_index
         self._next_index += 1
         return Batch(dict(zip(self._blobs, arrays, strict=True)), index, rows)
+
+
+def _idle(buffers: list[np.ndarray]) -> bool:
+    """True when only the recycling pool references these arrays (no batch, no view)."""
+    return all(sys.getrefcount(b) <= _IDLE_REFS for b in buffers)

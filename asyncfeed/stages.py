@@ -65,6 +65,9 @@ class RebatchStage:
         """Run until the chunk queue is closed and drained, then flush and close the output."""
         chunks = self.chunks
         ledger = self.ledger
+        rebatcher = self.rebatcher
+        push = rebatcher.push
+        bs = rebatcher.batch_size
         while True:
             try:
                 try:
@@ -74,22 +77,50 @@ class RebatchStage:
                     arrays, rows, _ = await chunks.get()
             except ChannelClosed:
                 break
-            ledger.move(rows, Stage.QUEUED, Stage.REBATCHING)
-            large = rows > self.rebatcher.batch_size and self.rebatcher.rebatch
-            step = self.rebatcher.batch_size if large else rows
-            pos = 0
-            while pos < rows:
-                end = min(rows, pos + step)
-                piece = [a[pos:end] for a in arrays] if large else arrays
-                self._unpushed = rows - pos
-                self._outbox.extend(self.rebatcher.push(piece))
-                self._unpushed = rows - end
-                pos = end
-                del piece
-                if pos == rows:
-                    del arrays  # hold no chunk while waiting: it may pin a worker's shared memory
-                if self._outbox:
-                    await self._emit()
+            # Small chunks: take what is already queued, without awaiting, until a batch is
+            # complete; the taken rows change stage in one ledger update, before anything
+            # can observe a batch made of them.
+            moved = 0
+            made: list[Batch] = []
+            large = False
+            while True:
+                large = rows > bs and rebatcher.rebatch
+                if large:
+                    break
+                moved += rows
+                made = push(arrays)
+                if made:
+                    break
+                try:
+                    arrays, rows, _ = chunks.get_nowait()
+                except (asyncio.QueueEmpty, ChannelClosed):
+                    break
+            if moved:
+                ledger.move(moved, Stage.QUEUED, Stage.REBATCHING)
+            if large:
+                # A chunk of more than a batch is pushed a batch at a time, each batch
+                # emitted before the next is cut (made is empty: the loop above stops at
+                # the first batch).
+                ledger.move(rows, Stage.QUEUED, Stage.REBATCHING)
+                pos = 0
+                while pos < rows:
+                    end = min(rows, pos + bs)
+                    piece = [a[pos:end] for a in arrays]
+                    self._unpushed = rows - pos
+                    self._outbox.extend(push(piece))
+                    self._unpushed = rows - end
+                    pos = end
+                    del piece
+                    if pos == rows:
+                        del arrays  # hold no chunk while waiting: it may pin shared memory
+                    if self._outbox:
+                        await self._emit()
+                continue
+            del arrays  # hold no chunk while waiting: it may pin a worker's shared memory
+            if made:
+                self._outbox.extend(made)
+                del made
+                await self._emit()
         last = self.rebatcher.flush()
         if last is not None:
             if self.drop_last:

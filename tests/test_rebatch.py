@@ -154,3 +154,78 @@ def test_property_every_row_once_in_order_in_exact_batches(stream, fortran) -> N
         assert got is not None
         assert got.dtype == specs[i][0] and got.shape[1:] == specs[i][1]
         assert np.array_equal(got, want)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 16), st.lists(st.integers(0, 20), max_size=30))
+def test_property_small_and_large_chunks_mixed(batch_size: int, sizes: list[int]) -> None:
+    # rows of 4.8 KB: chunks of up to 6 rows are carried as views, larger ones copied at once
+    rb = Rebatcher(["ids", "x"], batch_size)
+    out: list[Batch] = []
+    start = 0
+    for n in sizes:
+        ids = np.arange(start, start + n)
+        out += rb.push([ids, np.repeat(ids.astype(np.float64)[:, None], 600, axis=1)])
+        start += n
+    tail = rb.flush()
+    assert all(b.rows == batch_size for b in out)
+    if tail is not None:
+        out.append(tail)
+    ids = np.concatenate([b["ids"] for b in out]) if out else np.arange(0)
+    assert np.array_equal(ids, np.arange(start))
+    for b in out:
+        assert np.array_equal(b["x"], np.repeat(b["ids"].astype(np.float64)[:, None], 600, axis=1))
+
+
+def test_large_carried_chunks_are_copied_not_held() -> None:
+    import gc
+    import weakref
+
+    rb = Rebatcher(["x"], 64)
+    chunk = np.zeros((10, 8192), np.uint8)  # 80 KiB: above the carried-as-view size
+    ref = weakref.ref(chunk)
+    assert rb.push([chunk]) == []
+    del chunk
+    gc.collect()
+    assert ref() is None and rb.pending_rows == 10
+    small = np.ones((3, 8192), np.uint8)  # 24 KiB: carried as a view
+    ref = weakref.ref(small)
+    rb.push([small])
+    del small
+    assert ref() is not None
+    batch = rb.flush()
+    assert batch is not None and batch.rows == 13
+
+
+def _address(arr: np.ndarray) -> int:
+    return int(arr.__array_interface__["data"][0])
+
+
+def test_buffers_of_dropped_batches_are_reused() -> None:
+    rb = Rebatcher(["x"], 4)
+    (first,) = rb.push([np.arange(3)]) + rb.push([np.arange(3, 5)])
+    address = _address(first["x"])
+    del first
+    second = rb.push([np.arange(5, 8)])[0]  # 5 carried + 3 new: fills a buffer again
+    assert _address(second["x"]) == address
+    assert list(second["x"]) == [4, 5, 6, 7]
+
+
+def test_held_batches_and_views_are_never_overwritten() -> None:
+    rb = Rebatcher(["x"], 4)
+    held: list[Batch] = []
+    views = []
+    start = 0
+    for n in [3, 2, 5, 1, 7, 4, 6, 3, 2, 8] * 5:
+        for batch in rb.push([np.arange(start, start + n)]):
+            if batch.index % 3 == 0:
+                held.append(batch)
+            elif batch.index % 3 == 1:
+                views.append((batch.index, batch["x"][1:3]))  # the batch itself is dropped
+            del batch
+        start += n
+    assert held and views
+    for batch in held:
+        assert list(batch["x"]) == list(range(4 * batch.index, 4 * batch.index + 4))
+    for index, view in views:
+        assert list(view) == [4 * index + 1, 4 * index + 2]

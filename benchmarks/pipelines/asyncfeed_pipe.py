@@ -1,0 +1,163 @@
+"""asyncfeed, consumed with ``async for`` on the feed's loop or with ``get()`` from a thread."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from ..data import Streams
+from ..runner import AsyncRunner, Runner, Timeline
+from ..spec import Unavailable
+
+__all__ = ["DataWorkersRunner", "FeedAsyncRunner", "FeedSyncRunner"]
+
+FeedFactory = Callable[[], Any]  # () -> asyncfeed.Feed, called where the feed will run
+
+
+class _Arrays:
+    """Async iterator over a feed's batches as lists of arrays in blob order."""
+
+    def __init__(self, feed: Any) -> None:
+        self._feed = feed
+        self._blobs = tuple(feed.blobs)
+
+    def __aiter__(self) -> _Arrays:
+        return self
+
+    async def __anext__(self) -> list[Any]:
+        batch = await self._feed.__anext__()
+        return [batch[name] for name in self._blobs]
+
+
+class FeedAsyncRunner(AsyncRunner):
+    """``async with feed: async for batch in feed`` — the consumer shares the feed's loop.
+
+    ``loop="uvloop"`` runs it on uvloop instead of asyncio's default loop.
+    """
+
+    def __init__(
+        self, streams: Streams, make_feed: FeedFactory, note: str = "", loop: str = "asyncio"
+    ) -> None:
+        super().__init__(streams)
+        self._make_feed = make_feed
+        self._feed: Any = None
+        self._loop = loop
+        self.note = note
+
+    def run(self, timeline: Timeline) -> None:
+        if self._loop != "uvloop":
+            super().run(timeline)
+            return
+        try:
+            import uvloop
+        except ImportError as exc:
+            raise Unavailable(f"uvloop does not import: {exc}") from exc
+        uvloop.run(self.arun(timeline))
+
+    @contextlib.asynccontextmanager
+    async def batches(self) -> AsyncIterator[_Arrays]:
+        feed = self._make_feed()
+        self._feed = feed
+        async with feed:
+            yield _Arrays(feed)
+
+    async def held_rows_async(self, ended: bool) -> int | None:
+        stats = self._feed.stats()
+        return int(stats.rows_in_flight)
+
+
+class FeedSyncRunner(Runner):
+    """``feed.start()`` / ``feed.get()`` / ``feed.stop()``: the feed runs on its private loop
+    thread, the consumer is the measuring thread."""
+
+    def __init__(self, streams: Streams, make_feed: FeedFactory, note: str = "") -> None:
+        super().__init__(streams)
+        self._make_feed = make_feed
+        self._feed: Any = None
+        self.note = note
+
+    def start(self) -> None:
+        self._feed = self._make_feed()
+        self._feed.start()
+
+    def next_batch(self, timeout: float | None) -> Sequence[Any] | None:
+        from asyncfeed import FeedExhausted
+
+        try:
+            batch = self._feed.get(timeout)
+        except FeedExhausted:
+            return None
+        return [batch[name] for name in self._feed.blobs]
+
+    def held_rows(self, ended: bool) -> int | None:
+        stats = self._feed.stats()
+        return int(stats.rows_in_flight)
+
+    def stop(self) -> None:
+        if self._feed is not None:
+            self._feed.stop()
+
+
+class DataWorkersRunner(Runner):
+    """asyncfeed's classic API (``asyncfeed.data_workers``): the classic program with one
+    import changed — ``init_data_input_workers(None, blobs, fetch_fun, ...)``, sync fetchers
+    on threads, batches read from the per-blob ``BlobsQueue``s."""
+
+    def __init__(
+        self,
+        streams: Streams,
+        blobs: Sequence[str],
+        fetch_fun: Callable[[int, int], Any],
+        *,
+        batch_size: int,
+        num_worker_threads: int,
+        max_buffered_batches: int,
+        note: str = "",
+    ) -> None:
+        super().__init__(streams)
+        self._blobs = list(blobs)
+        self._fetch_fun = fetch_fun
+        self._batch_size = batch_size
+        self._threads = num_worker_threads
+        self._max_buffered = max_buffered_batches
+        self._coordinator: Any = None
+        self._feed: Any = None
+        self._queues: Any = None
+        self.note = note or "classic signature, sync fetch_fun on threads, BlobsQueue per blob"
+
+    def _capture(self, feed: Any) -> None:
+        self._feed = feed
+
+    def start(self) -> None:
+        from asyncfeed.data_workers import init_data_input_workers
+
+        self._coordinator = init_data_input_workers(
+            None,
+            self._blobs,
+            self._fetch_fun,
+            self._batch_size,
+            num_worker_threads=self._threads,
+            max_buffered_batches=self._max_buffered,
+            init_fun=self._capture,
+        )
+        self._coordinator.start()
+        self._queues = self._coordinator.get_queues()
+
+    def next_batch(self, timeout: float | None) -> Sequence[Any] | None:
+        out = []
+        for name in self._blobs:
+            record = self._queues[name].dequeue(timeout)
+            if record is None:
+                return None
+            out.append(record[0])
+        return out
+
+    def held_rows(self, ended: bool) -> int | None:
+        if self._feed is None:
+            return None
+        return int(self._feed.stats().rows_in_flight)
+
+    def stop(self) -> None:
+        if self._coordinator is not None:
+            self._coordinator.stop()

@@ -1,0 +1,34 @@
+"""rebatch: 1–200-row float32[3,64,64] chunks, batch 128, against a plain ``np.copyto`` bound."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..data import RowSpec
+from .base import Target
+from .synthetic import SyntheticWorkload
+from .targets import bound_target, lossless_target
+
+
+class Rebatch(SyntheticWorkload):
+    def targets(self, summary: dict[str, dict[str, Any]]) -> list[Target]:
+        return [
+            bound_target(summary, "bound", 0.70, "asyncfeed ≥ 70 % of the copy bound's rows/s"),
+            lossless_target(summary, "asyncfeed loses no row"),
+        ]
+
+
+WORKLOAD = Rebatch(
+    name="rebatch",
+    title="rebatch: 1–200-row float32[3,64,64] chunks, batch 128",
+    description=(
+        "Every fetch returns 1–200 rows of float32[3,64,64] (48 KiB a row); batches of 128 "
+        "rows. The bound copies the same bytes into batch buffers with np.copyto on one "
+        "thread. Queues hold at most 32 chunks."
+    ),
+    spec=RowSpec((3, 64, 64), "float32", 1, 200),
+    batch_size=128,
+    concurrency=4,
+    max_buffered_chunks=32,
+    copy_bound=True,
+)

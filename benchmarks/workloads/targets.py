@@ -1,0 +1,76 @@
+"""Judging targets on summarised results (see ``benchmarks.harness.summarise``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .base import Target
+
+__all__ = ["best", "bound_target", "lossless_target", "median", "primary", "ratio_target"]
+
+Summary = dict[str, dict[str, Any]]
+
+
+def median(row: dict[str, Any] | None, metric: str = "rows_per_s") -> float | None:
+    if row is None or row.get("status") != "ok":
+        return None
+    value = row.get(metric)
+    return None if value is None else value.get("median")
+
+
+def primary(summary: Summary, group: int | None = None) -> dict[str, Any] | None:
+    """asyncfeed's reference row (of ``group``, when given)."""
+    for row in summary.values():
+        if row.get("primary") and (group is None or row.get("group") == group):
+            return row
+    return None
+
+
+def best(
+    summary: Summary, keep: Callable[[dict[str, Any]], bool], metric: str = "rows_per_s"
+) -> dict[str, Any] | None:
+    """The row with the highest median ``metric`` among those ``keep`` accepts."""
+    rows = [r for r in summary.values() if keep(r) and median(r, metric) is not None]
+    return max(rows, key=lambda r: median(r, metric) or 0.0, default=None)
+
+
+def ratio_target(summary: Summary, prefix: str, factor: float, text: str) -> Target:
+    ours = primary(summary)
+    theirs = best(summary, lambda r: str(r["label"]).startswith(prefix))
+    a, b = median(ours), median(theirs)
+    if a is None or b is None or b <= 0:
+        return Target(text, None, "not measured")
+    ratio = a / b
+    detail = f"{ratio:.1f}× ({theirs['label'] if theirs else ''})"
+    ca, cb = median(ours, "cpu_us_per_row"), median(theirs, "cpu_us_per_row")
+    if ca and cb:
+        detail += f"; per CPU second {cb / ca:.1f}×"
+    return Target(text, ratio >= factor, detail)
+
+
+def bound_target(summary: Summary, prefix: str, fraction: float, text: str) -> Target:
+    ours = primary(summary)
+    bound = best(summary, lambda r: str(r["label"]).startswith(prefix))
+    a, b = median(ours), median(bound)
+    if a is None or b is None or b <= 0:
+        return Target(text, None, "not measured")
+    detail = f"{100 * a / b:.0f} % of the bound"
+    ca, cb = median(ours, "cpu_us_per_row"), median(bound, "cpu_us_per_row")
+    if ca and cb:
+        detail += f"; per CPU second {100 * cb / ca:.0f} %"
+    return Target(text, a / b >= fraction, detail)
+
+
+def lossless_target(summary: Summary, text: str) -> Target:
+    ours = primary(summary)
+    if ours is None or ours.get("status") != "ok":
+        return Target(text, None, "not measured")
+    acc = ours["accounting"]
+    ok = acc["lost_total"] == 0 and acc["duplicates"] == 0 and acc["bad_batches"] == 0
+    return Target(
+        text,
+        ok,
+        f"{acc['lost_total']} lost, {acc['duplicates']} duplicated, "
+        f"{acc['bad_batches']} bad batches over {ours['reps']} runs",
+    )
