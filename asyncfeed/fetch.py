@@ -198,7 +198,11 @@ class Fetcher:
         ledger = self.ledger
         put_nowait = self.chunks.put_nowait
         perf = time.perf_counter
+        task = asyncio.current_task()
+        assert task is not None
         while True:
+            if task.cancelling():  # a fetcher swallowed the stop's cancel: it still applies
+                raise asyncio.CancelledError
             arrays: Arrays | None = None
             start = perf()
             try:
@@ -222,6 +226,9 @@ class Fetcher:
                 continue
             chunk: Chunk = (arrays, rows, worker_id)
             ledger.fetch(rows)
+            if task.cancelling():  # returned after swallowing the stop: count, drop, stop
+                ledger.drop(rows, Stage.QUEUED, self.stop_cause())
+                raise asyncio.CancelledError
             try:
                 queued = put_nowait(chunk)
             except ChannelClosed:

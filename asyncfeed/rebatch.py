@@ -158,18 +158,23 @@ class Rebatcher:
                 self._copy_small(bs - self._fill)
                 out.append(self._take_full())
             return out
-        self._copy_small(self._small_rows)
         pos = 0
-        while pos < rows:
-            buffers = self._buffers_for(arrays)
-            take = min(bs - self._fill, rows - pos)
-            end = self._fill + take
-            for buf, a in zip(buffers, arrays, strict=True):
-                buf[self._fill : end] = a[pos : pos + take]
-            self._fill = end
-            pos += take
-            if end == bs:
-                out.append(self._take_full())
+        try:
+            self._copy_small(self._small_rows)
+            while pos < rows:
+                buffers = self._buffers_for(arrays)
+                take = min(bs - self._fill, rows - pos)
+                end = self._fill + take
+                for buf, a in zip(buffers, arrays, strict=True):
+                    buf[self._fill : end] = a[pos : pos + take]
+                self._fill = end
+                pos += take
+                if end == bs:
+                    out.append(self._take_full())
+        except BaseException:  # e.g. no memory for a batch: the uncopied rows stay carried
+            self._small.append([a[pos:] for a in arrays])
+            self._small_rows += rows - pos
+            raise
         return out
 
     def flush(self) -> Batch | None:
@@ -216,6 +221,7 @@ class Rebatcher:
         if n == 0:
             return
         small = self._small
+        buffers = self._buffers_for(small[0])  # may raise: nothing has moved yet
         taken: list[Sequence[np.ndarray]] = []
         need = n
         i = 0
@@ -232,7 +238,6 @@ class Rebatcher:
                 need = 0
         del small[:i]
         self._small_rows -= n
-        buffers = self._buffers_for(taken[0])
         start, end = self._fill, self._fill + n
         for j, buf in enumerate(buffers):
             np.concatenate([t[j] for t in taken], out=buf[start:end])

@@ -83,20 +83,22 @@ class RebatchStage:
             moved = 0
             made: list[Batch] = []
             large = False
-            while True:
-                large = rows > bs and rebatcher.rebatch
-                if large:
-                    break
-                moved += rows
-                made = push(arrays)
-                if made:
-                    break
-                try:
-                    arrays, rows, _ = chunks.get_nowait()
-                except (asyncio.QueueEmpty, ChannelClosed):
-                    break
-            if moved:
-                ledger.move(moved, Stage.QUEUED, Stage.REBATCHING)
+            try:
+                while True:
+                    large = rows > bs and rebatcher.rebatch
+                    if large:
+                        break
+                    moved += rows
+                    made = push(arrays)
+                    if made:
+                        break
+                    try:
+                        arrays, rows, _ = chunks.get_nowait()
+                    except (asyncio.QueueEmpty, ChannelClosed):
+                        break
+            finally:  # also when push() raises: the rows are the rebatcher's now
+                if moved:
+                    ledger.move(moved, Stage.QUEUED, Stage.REBATCHING)
             if large:
                 # A chunk of more than a batch is pushed a batch at a time, each batch
                 # emitted before the next is cut (made is empty: the loop above stops at
