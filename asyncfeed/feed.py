@@ -419,10 +419,7 @@ class Feed(BlockingFeed):
             )
         batches = self._batches
         try:
-            try:
-                batch = batches.get_nowait()
-            except asyncio.QueueEmpty:
-                batch = await batches.get()
+            batch = await batches.get()  # returns at once when a batch is ready
         except ChannelClosed:
             self._raise_end()
         self._delivered(batch)

@@ -118,10 +118,7 @@ class SinkBridge:
         self._thread = start_thread(self._serve, self._name)
         while await self._room(self._depth):
             try:
-                try:
-                    batch = batches.get_nowait()
-                except asyncio.QueueEmpty:
-                    batch = await batches.get()
+                batch = await batches.get()  # returns at once when a batch is ready
             except ChannelClosed:
                 if not await self._room(1):  # wait until every handed batch settled
                     break
