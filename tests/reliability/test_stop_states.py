@@ -238,7 +238,8 @@ async def test_stop_while_an_async_key_source_hangs() -> None:
     for _ in range(2):
         tracker.add(await anext(feed))
     waiting = asyncio.create_task(anext(feed))  # row 4 waits in the rebatcher for a 6th key
-    await asyncio.sleep(0)
+    while feed.stats().rows_fetched < 5:  # let the fifth fetch land (deterministic yields)
+        await asyncio.sleep(0)
     with timed():
         await feed.aclose()
     with pytest.raises(StopAsyncIteration):
