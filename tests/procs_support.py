@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import psutil
 
 SHM = "/dev/shm"
@@ -70,3 +71,11 @@ def no_leaks() -> Iterator[None]:
     assert _shm() <= shm, f"shared memory left behind: {sorted(_shm() - shm)}"
     gc.collect()
     assert not _ring_mappings(), "a worker's ring is still mapped"
+
+
+def array_root(arr: np.ndarray) -> object:
+    """The object at the end of an array's base chain."""
+    base: object = arr
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    return base

@@ -24,14 +24,6 @@ def _no_leaked_processes() -> Iterator[None]:
         yield
 
 
-def _root(arr: np.ndarray) -> object:
-    """The object at the end of an array's base chain."""
-    base: object = arr
-    while isinstance(base, np.ndarray) and base.base is not None:
-        base = base.base
-    return base
-
-
 @pytest.mark.parametrize("fetch", [pf.seed_rows, pf.sync_seed_rows])
 async def test_seed_feed_gives_exact_batches_of_unique_rows_from_two_workers(fetch: object) -> None:
     feed = af.Feed(

@@ -14,6 +14,7 @@ import asyncfeed as af
 from asyncfeed import wire
 from tests import procs_fetchers as pf
 from tests.conftest import check_accounting
+from tests.procs_support import array_root as _root
 from tests.procs_support import no_leaks
 
 pytestmark = pytest.mark.slow
@@ -23,14 +24,6 @@ pytestmark = pytest.mark.slow
 def _no_leaked_processes() -> Iterator[None]:
     with no_leaks():
         yield
-
-
-def _root(arr: np.ndarray) -> object:
-    """The object at the end of an array's base chain."""
-    base: object = arr
-    while isinstance(base, np.ndarray) and base.base is not None:
-        base = base.base
-    return base
 
 
 async def test_big_chunks_come_back_through_shared_memory_intact() -> None:
