@@ -35,6 +35,7 @@ class BlockingFeed:
     _portal: LoopThread | None
     _stopping: concurrent.futures.Future[None] | None
     _batches: Channel[Batch]
+    _getters: set[concurrent.futures.Future[Batch]]
 
     if TYPE_CHECKING:
 
@@ -155,16 +156,31 @@ class BlockingFeed:
             raise FeedStateError("the feed is not started; call feed.start() first")
         self._check_not_on_loop("get()", "async for batch in feed")
         cf: concurrent.futures.Future[Batch] = concurrent.futures.Future()
-        try:
-            loop.call_soon_threadsafe(self._serve_get, cf)
-        except RuntimeError:
-            raise FeedStateError(f"the feed is {self._state.value}") from None
+        with self._lock:
+            stopped = self._state is FeedState.STOPPED
+            if not stopped:
+                self._getters.add(cf)
+        if stopped:  # its loop may be gone; the end is known without it
+            self._set_end(cf)
+        else:
+            try:
+                loop.call_soon_threadsafe(self._serve_get, cf)
+            except RuntimeError:  # the loop is closed: answered by _stopped(), or never
+                if not cf.done():
+                    with self._lock:
+                        self._getters.discard(cf)
+                    raise FeedStateError(
+                        f"the feed's loop is closed ({self._state.value})"
+                    ) from None
         try:
             return cf.result(timeout)
         except concurrent.futures.TimeoutError:
             if cf.cancel():
                 raise FeedTimeoutError(f"no batch within {timeout} s") from None
             return cf.result()
+        finally:
+            with self._lock:
+                self._getters.discard(cf)
 
     def __iter__(self) -> Iterator[Batch]:
         """Iterate batches from a thread other than the feed's loop, until a finite feed ends."""
@@ -212,6 +228,18 @@ class BlockingFeed:
             self._batches.put_front(batch)
             return
         self._delivered(batch)
+
+    def _stopped(self) -> None:
+        """Mark the feed stopped and end every waiting ``get()``.
+
+        A getter's request may reach the loop too late to be served (the loop thread closes
+        once its last feed stops), so the getters still waiting are answered from here.
+        """
+        with self._lock:
+            self._state = FeedState.STOPPED
+            waiting, self._getters = self._getters, set()
+        for cf in waiting:
+            self._set_end(cf)
 
     def _set_end(self, cf: concurrent.futures.Future[Batch]) -> None:
         try:

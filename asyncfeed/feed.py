@@ -251,6 +251,7 @@ class Feed(BlockingFeed):
         self._resources = contextlib.AsyncExitStack()
         self._finished = False
         self._stopping: concurrent.futures.Future[None] | None = None
+        self._getters: set[concurrent.futures.Future[Batch]] = set()  # get() calls waiting
         self._stop_cause = DropCause.STOP
         self._bridge = (
             None
@@ -378,8 +379,8 @@ class Feed(BlockingFeed):
                 )
         if self._state is not FeedState.STOPPED:
             self._finish()  # no-op unless the runner was cancelled before its first step
-            self._state = FeedState.STOPPED
             self._drop_batches(DropCause.STOP)
+            self._stopped()
             stop_at_exit(self, enabled=False)
             pool = self._own_pool
             if pool is not None:

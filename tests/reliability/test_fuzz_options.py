@@ -119,7 +119,10 @@ async def test_a_batch_size_too_large_for_its_rows_is_a_config_error(api: str) -
     async def wide(worker_id: int, batch_size: int) -> list[np.ndarray]:
         return [np.zeros((1, 2**20))]  # 8 MiB rows: one batch would need 16 PiB
 
-    feed = af.Feed(wide, blobs=["x"], batch_size=MAX_BATCH_SIZE, concurrency=1)
+    # two buffered chunks: a fetcher that never suspends fills the whole chunk queue first
+    feed = af.Feed(
+        wide, blobs=["x"], batch_size=MAX_BATCH_SIZE, concurrency=1, max_buffered_chunks=2
+    )
     pattern = rf"^batch_size={MAX_BATCH_SIZE} is too large for blob 'x' \(float64 rows of "
     with timed(), pytest.raises(af.ConfigError, match=pattern) as info:
         if api == "async":
