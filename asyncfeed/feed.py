@@ -32,7 +32,15 @@ from .errors import (
     FetchError,
     first_error,
 )
-from .fetch import ErrorBudget, Fetcher, FetchFn, FetchOneFn, is_async_callable, next_worker_id
+from .fetch import (
+    ErrorBudget,
+    Fetcher,
+    FetchFn,
+    FetchOneFn,
+    is_async_callable,
+    next_worker_id,
+    pump_ahead,
+)
 from .handoff import SinkBridge, check_sink
 from .keys import Keys, Reorderer, check_shard
 from .options import FeedOptions
@@ -519,6 +527,7 @@ class Feed(BlockingFeed):
             executor=executor,
             on_error=ErrorBudget(opts.max_errors, self._counters),
             stop_cause=self._held_rows_cause,
+            pump_ahead=pump_ahead(opts.max_buffered_chunks, opts.concurrency),
         )
         if self._keys is None:
             for wid in self.worker_ids:

@@ -119,7 +119,9 @@ async def test_a_bad_chunk_stops_the_feed_with_a_chunk_error_naming_the_worker(
             await consume(feed, tracker, 10**9)
     assert f"worker {feed.worker_ids[0]}" in str(info.value)
     await settle(flavour)
-    assert_clean_end(feed, tracker, causes={"error"}, issued=counter.issued)
+    # a sync fetcher's thread may be in its next call already: that call is abandoned
+    causes = {"error"} if flavour == "async" else {"error", "abandoned"}
+    assert_clean_end(feed, tracker, causes=causes, issued=counter.issued)
 
 
 async def test_bad_chunks_within_the_budget_never_corrupt_later_batches(

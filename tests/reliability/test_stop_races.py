@@ -124,7 +124,8 @@ def test_a_fetch_error_racing_stop_is_raised_exactly_once_or_never_happens(
     outcome = run_threads(4, feed.stop)
     join_threads("asyncfeed-train-fetch")
     raised = [e for e in outcome if e is not None]
-    stats = assert_clean_end(feed, causes=set())
+    # a sync fetcher's thread may be in its next call already: that call is abandoned
+    stats = assert_clean_end(feed, causes=set() if flavour == "async" else {"abandoned", "error"})
     assert len(raised) == stats.fetch_errors  # seen once, by one stopper, or never failed
     assert all(isinstance(e, af.FetchError) and isinstance(e.__cause__, Injected) for e in raised)
     feed.stop()  # and a later stop is quiet
