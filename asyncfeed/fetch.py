@@ -8,7 +8,8 @@ dropped (``DropCause.ABANDONED``), never delivered.
 A sync seed-style fetcher on the feed's own thread pool runs in a :class:`~.bridge.Pump`:
 its thread calls it over and over, as Caffe2's fetcher threads did, a few results ahead of
 its worker (:func:`pump_ahead`), instead of one round trip through the loop per call.
-Results made ahead that the worker never took when it stops are counted as abandoned too.
+Results made ahead that the worker never took when it stops are counted as calls (and
+errors) all the same, and their rows dropped for the reason the worker stopped.
 """
 
 from __future__ import annotations
