@@ -194,6 +194,7 @@ class DaemonThreadPool(concurrent.futures.Executor):
                     future.set_exception(exc)
                 else:
                     future.set_result(result)
+                    del result  # not held while this thread waits for its next call
                 finally:
                     self._busy.discard(me)
             del future, fn, args
@@ -297,11 +298,13 @@ class Pump(Generic[T]):
             if late:  # stopped during the call: nobody will take it
                 self._on_late(outcome)
                 return
+            del outcome  # not held while the next call runs
             if waiter is not None:
                 try:
                     self._loop.call_soon_threadsafe(_wake, waiter)
                 except RuntimeError:  # the loop closed: nobody is waiting
                     return
+                del waiter
 
     async def get(self) -> Outcome:
         """The next outcome, waiting while the thread is still in its call."""

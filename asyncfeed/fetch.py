@@ -218,6 +218,7 @@ class Fetcher:
                 continue
             if not await self._offer(arrays, worker_id):
                 return
+            arrays = None  # a worker holds no chunk while its next call runs
 
     async def _run_async_seed(self, worker_id: int, batch_size: int) -> None:
         """``run_seed_worker`` for an async fetcher, with ``_fetch`` and the common case of
@@ -272,6 +273,7 @@ class Fetcher:
                 counters.enqueue_count += 1
             elif not await self._enqueue(chunk, rows):
                 return
+            del result, arrays, chunk  # a worker holds no chunk while its next call runs
 
     async def _run_pumped_seed(
         self, pool: DaemonThreadPool, worker_id: int, batch_size: int
@@ -304,6 +306,7 @@ class Fetcher:
                     await asyncio.sleep(0)  # nothing to give: do not starve the loop
                 elif not await self._offer(arrays, worker_id):
                     return
+                del value, arrays  # a worker holds no chunk while it waits for the next
         finally:
             cause = self.stop_cause()
             for returned, value, seconds in pump.stop():  # made ahead, never taken
@@ -335,6 +338,7 @@ class Fetcher:
             finally:
                 if reorder is not None:
                     reorder.done(seq)
+            arrays = None  # a worker holds no chunk while it waits for its next key
 
     async def _fetch(self, args: tuple[Any, ...], worker_id: int | None, key: Any) -> Arrays | None:
         """One call of the fetcher, checked. None: nothing to queue (None, or skipped error)."""
