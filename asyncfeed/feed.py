@@ -79,10 +79,12 @@ class Feed(BlockingFeed):
         batch_size: rows per batch (also passed to ``fetch`` as a hint).
         concurrency: number of fetch workers.
         source: chunk-queue name; feeds of one source on one loop share its queue.
-        max_buffered_chunks: bound of the chunk queue.
+        max_buffered_chunks: bound of the chunk queue. Sync fetchers on the feed's own
+            threads may hold up to half as many more, made ahead of their workers.
         prefetch_batches: full batches kept ready for the consumer.
-        executor: where a sync fetcher runs; a ``ProcessPoolExecutor`` needs a picklable
-            fetcher. Not shut down by the feed.
+        executor: where a sync fetcher runs, one submit per call; a ``ProcessPoolExecutor``
+            needs a picklable fetcher. Not shut down by the feed. Default: ``concurrency``
+            daemon threads, each calling its fetcher over and over (Caffe2's fetcher threads).
         init_fun: called once with the feed before the fetchers start; may be async.
         rebatch: False passes every chunk through as one batch (Caffe2's ``dont_rebatch``).
         drop_last: for finite sources, drop the final partial batch (counted as dropped).
