@@ -45,6 +45,10 @@ async def test_a_stalled_consumer_holds_the_feed_within_its_buffers_and_resumes(
         for _ in range(5):
             await consume(feed, tracker, tracker.rows + 100)
             await asyncio.sleep(0.05)  # the consumer stalls (system under test)
+            # The fetchers fill the queue meanwhile. How far they got in 50 ms depends on the
+            # machine (sync ones run on threads): wait for the full queue itself, not a time.
+            while feed.stats().chunk_queue_depth < 20:
+                await asyncio.sleep(0)
             stats = feed.stats()
             assert stats.chunk_queue_depth == 20  # fetchers filled the queue and wait
             assert stats.rows_in_flight <= bound
