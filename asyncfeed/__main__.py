@@ -11,10 +11,18 @@ from collections.abc import Sequence
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .demo import DemoReport, run_demo
+from .errors import ConfigError
 from .service import ImageService
+from .sinks import TorchSink
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.device is not None:
+        try:
+            TorchSink(args.device).close()
+        except ConfigError as exc:
+            print(f"python -m asyncfeed demo: --device {args.device}: {exc}", file=sys.stderr)
+            return 2
     report = DemoReport()
     code = 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -64,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--seconds", type=float, default=7.0, help="streaming time (default 7)")
     demo.add_argument("--image-size", type=int, default=128, help="decoded side (crop)")
     demo.add_argument("--max-errors", type=int, default=1000, help="failed keys skipped at most")
+    demo.add_argument(
+        "--device",
+        help="train on this torch device (cpu, cuda, cuda:N), fed through a TorchSink and "
+        "read by a training thread (default: the CPU, batches read with async for)",
+    )
     serve = sub.add_parser("serve-images", help="serve images over HTTP on 127.0.0.1")
     serve.add_argument("--dir", help="serve the images of this folder instead")
     _add_service_options(serve)

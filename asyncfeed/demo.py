@@ -3,8 +3,10 @@
 ``python -m asyncfeed demo`` starts the embedded :class:`~asyncfeed.service.ImageService`
 (unless ``--url`` names a real one), streams its images through the HTTP fetcher into a
 consumer (a tiny torch model trained on CPU when torch is installed, else a numpy
-reduction), shows a live progress bar and ends with a summary table. Everything it starts it
-stops, also on Ctrl-C, after which the summary of what ran is printed all the same.
+reduction), shows a live progress bar and ends with a summary table. With ``--device
+cuda``, batches go through a :class:`~asyncfeed.sinks.TorchSink` to the GPU and the model
+trains there, read from the sink by a training thread. Everything it starts it stops, also
+on Ctrl-C, after which the summary of what ran is printed all the same.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import asyncio
 import contextlib
 import importlib.util
 import itertools
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -26,9 +29,9 @@ from .bridge import DaemonThreadPool
 from .decode import ImageOptions
 from .feed import Feed
 from .http import HttpFetcher
-from .rebatch import Batch
 from .retry import Retry
 from .service import ImageService
+from .sinks import TorchSink
 
 __all__ = ["DemoReport", "run_demo"]
 
@@ -41,6 +44,7 @@ class DemoReport:
 
     source: str = ""
     consumer: str = ""
+    device: str | None = None
     batch_size: int = 0
     rows: int = 0
     batches: int = 0
@@ -62,6 +66,7 @@ class DemoReport:
             ("batches", f"{self.batches:,} of {self.batch_size}"),
             ("rows/s", f"{self.rows / elapsed:,.0f}" if elapsed > 0 else "0"),
             ("wait for a batch", f"p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms"),
+            ("consumer waiting", f"{self.waiting_share:.0%} of the time"),
             ("retries", f"{self.retries:,}"),
             ("skipped", f"{self.skipped:,}"),
         ]
@@ -70,17 +75,30 @@ class DemoReport:
         if self.losses:
             rows.append((f"{self.consumer} loss", f"{self.losses[0]:.3f} → {self.losses[-1]:.3f}"))
         status = ", interrupted" if self.interrupted else ""
-        head = f"asyncfeed demo: {self.source}, {elapsed:.1f} s{status}"
+        where = "" if self.device is None else f", {self.device} via TorchSink"
+        head = f"asyncfeed demo: {self.source}, {elapsed:.1f} s{where}{status}"
         width = max(len(name) for name, _ in rows)
         return "\n".join([head, *(f"  {name:<{width}}  {value}" for name, value in rows)])
 
+    @property
+    def waiting_share(self) -> float:
+        """The consumer's share of the run spent waiting for batches (its starvation)."""
+        elapsed = (self.ended or time.perf_counter()) - self.started
+        return min(1.0, sum(self.waits) / elapsed) if elapsed > 0 else 0.0
 
-def _make_step(threads: int) -> tuple[str, Callable[[Batch], float]]:
-    """A training step on CPU: a tiny torch CNN when torch is installed, else numpy."""
+
+Step = Callable[[Mapping[str, Any]], float]
+
+
+def _make_step(threads: int, device: str | None) -> tuple[str, Step]:
+    """A training step: a tiny torch CNN on ``device`` when torch is installed, else numpy.
+
+    The step takes a batch of numpy arrays on the CPU, or of tensors already on ``device``.
+    """
     if importlib.util.find_spec("torch") is None:
         weights = np.zeros((3, CLASSES), np.float32)
 
-        def numpy_step(batch: Batch) -> float:
+        def numpy_step(batch: Mapping[str, Any]) -> float:
             feats = batch["data"].mean(axis=(1, 2), dtype=np.float32) / 255.0  # [N, 3]
             logits = feats @ weights
             probs = np.exp(logits - logits.max(1, keepdims=True))
@@ -102,17 +120,19 @@ def _make_step(threads: int) -> tuple[str, Callable[[Batch], float]]:
         torch.nn.AdaptiveAvgPool2d(1),
         torch.nn.Flatten(),
         torch.nn.Linear(16, CLASSES),
-    )
+    ).to(device or "cpu")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
-    def torch_step(batch: Batch) -> float:
-        images = torch.from_numpy(batch["data"]).permute(0, 3, 1, 2).float().div_(255.0)
-        labels = torch.from_numpy(batch["label"])
+    def torch_step(batch: Mapping[str, Any]) -> float:
+        data, labels = batch["data"], batch["label"]
+        if isinstance(data, np.ndarray):
+            data, labels = torch.from_numpy(data), torch.from_numpy(labels)
+        images = data.permute(0, 3, 1, 2).float().div_(255.0)
         loss = torch.nn.functional.cross_entropy(model(images), labels)
         optimizer.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
-        return float(loss.item())
+        return float(loss.item())  # waits for the step: the loss curve is real
 
     return "torch", torch_step
 
@@ -127,7 +147,9 @@ async def run_demo(args: argparse.Namespace, report: DemoReport, out: TextIO) ->
     async with contextlib.AsyncExitStack() as stack:
         trainer = DaemonThreadPool(1, "asyncfeed-demo-train")
         stack.callback(trainer.shutdown, wait=False)
-        make_step = trainer.submit(_make_step, 1)  # imports torch while the images are made
+        device = args.device
+        report.device = device
+        make_step = trainer.submit(_make_step, 1, device)  # imports torch meanwhile
         if args.url is None:
             service = ImageService(
                 count=args.count, latency_ms=args.latency_ms, error_rate=args.error_rate
@@ -151,6 +173,7 @@ async def run_demo(args: argparse.Namespace, report: DemoReport, out: TextIO) ->
             image=ImageOptions(size=(args.image_size, args.image_size)),
             retry=Retry(attempts=4, backoff=0.05),
         )
+        sink = None if device is None else TorchSink(device, capacity=4)
         feed = Feed.from_keys(
             _keys(template, args.count, label),
             fetcher,
@@ -159,6 +182,7 @@ async def run_demo(args: argparse.Namespace, report: DemoReport, out: TextIO) ->
             concurrency=args.concurrency,
             max_errors=args.max_errors,
             log_interval=None,
+            sink=sink,
         )
         progress = stack.enter_context(
             tqdm(unit=" rows", unit_scale=True, mininterval=0.5, file=out, leave=False)
@@ -168,7 +192,10 @@ async def run_demo(args: argparse.Namespace, report: DemoReport, out: TextIO) ->
         deadline = asyncio.get_running_loop().time() + args.seconds
         try:
             async with asyncio.timeout_at(deadline):
-                await _consume(feed, step, trainer, report, progress)
+                if sink is None:
+                    await _consume(feed, step, trainer, report, progress)
+                else:
+                    await _consume_sink(feed, sink, step, trainer, report, progress)
         except TimeoutError:
             pass  # the demo's time is up
         finally:
@@ -178,7 +205,7 @@ async def run_demo(args: argparse.Namespace, report: DemoReport, out: TextIO) ->
 
 async def _consume(
     feed: Feed,
-    step: Callable[[Batch], float],
+    step: Step,
     trainer: DaemonThreadPool,
     report: DemoReport,
     progress: tqdm[Any],
@@ -193,17 +220,54 @@ async def _consume(
         report.losses.append(await asyncio.wrap_future(trainer.submit(step, batch)))
         report.rows += batch.rows
         report.batches += 1
-        progress.update(batch.rows)
-        if report.batches % 8 == 0:
-            _account(feed, report)
-            stats = feed.stats()
-            progress.set_postfix(
-                queue=f"{stats.chunk_queue_depth}/{stats.batch_queue_depth}",
-                retries=report.retries,
-                skipped=report.skipped,
-                loss=f"{report.losses[-1]:.2f}",
-                refresh=False,
-            )
+        _progress(feed, report, progress, batch.rows)
+
+
+async def _consume_sink(
+    feed: Feed,
+    sink: TorchSink,
+    step: Step,
+    trainer: DaemonThreadPool,
+    report: DemoReport,
+    progress: tqdm[Any],
+) -> None:
+    """Train on the trainer thread from the sink, as a training loop on a GPU would."""
+    stop = threading.Event()
+    loop = asyncio.get_running_loop()
+
+    def train() -> None:
+        while not stop.is_set():
+            start = time.perf_counter()
+            tensors = sink.get()
+            if tensors is None:  # closed: the feed stopped
+                return
+            report.waits.append(time.perf_counter() - start)
+            report.losses.append(step(tensors))
+            rows = int(tensors["label"].shape[0])
+            del tensors
+            report.rows += rows
+            report.batches += 1
+            loop.call_soon_threadsafe(_progress, feed, report, progress, rows)
+
+    try:
+        await asyncio.wrap_future(trainer.submit(train))
+    finally:
+        stop.set()  # on the demo's deadline or Ctrl-C; stopping the feed closes the sink
+
+
+def _progress(feed: Feed, report: DemoReport, progress: tqdm[Any], rows: int) -> None:
+    progress.update(rows)
+    if report.batches % 8 == 0 and report.losses:
+        _account(feed, report)
+        stats = feed.stats()
+        progress.set_postfix(
+            queue=f"{stats.chunk_queue_depth}/{stats.batch_queue_depth}",
+            retries=report.retries,
+            skipped=report.skipped,
+            waiting=f"{report.waiting_share:.0%}",
+            loss=f"{report.losses[-1]:.2f}",
+            refresh=False,
+        )
 
 
 def _account(feed: Feed, report: DemoReport) -> None:

@@ -49,7 +49,7 @@ from .procs import WorkerPool
 from .queues import Channel, ChannelClosed, SourceQueue, attach_source, detach_source
 from .rebatch import Batch, Rebatcher
 from .resources import fetcher_host_stats, open_fetcher
-from .sinks import Sink
+from .sinks import Sink, allocator_of
 from .stages import RebatchStage, dispatch_keys, log_every
 from .state import FeedState
 from .stats import (
@@ -347,7 +347,12 @@ class Feed(BlockingFeed):
         self._stage = RebatchStage(
             self._sq.channel,
             self._batches,
-            Rebatcher(self._opts.blobs, self._opts.batch_size, rebatch=self._opts.rebatch),
+            Rebatcher(
+                self._opts.blobs,
+                self._opts.batch_size,
+                rebatch=self._opts.rebatch,
+                allocate=None if self._bridge is None else allocator_of(self._bridge.sink),
+            ),
             self._sq.ledger,
             drop_last=self._opts.drop_last,
             on_starved=self._on_starved,

@@ -21,14 +21,19 @@ holds on to a large chunk (it may be a view of a worker's shared memory, see ``w
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Final, final
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Final, final
 
 import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["Batch", "Rebatcher"]
+__all__ = ["Allocate", "Batch", "Rebatcher"]
+
+#: Makes an empty batch buffer: ``(shape, dtype) -> array`` (``numpy.empty`` by default; a
+#: CUDA ``TorchSink`` hands out pinned host memory, so its copy to the device needs no
+#: staging).
+Allocate = Callable[[tuple[int, ...], np.dtype[Any]], np.ndarray]
 
 #: Chunks up to this many bytes (all blobs) are carried as views; larger ones are copied on
 #: arrival. Matches ``wire.INLINE_MAX_BYTES``: smaller chunks never live in a worker's ring.
@@ -85,12 +90,14 @@ class Rebatcher:
         batch_size: rows per batch.
         rebatch: when False, every chunk becomes one batch as it is (Caffe2's
             ``dont_rebatch``).
+        allocate: makes each new batch buffer (default ``numpy.empty``).
 
     Chunks passed to :meth:`push` must already be validated (see ``chunks.ChunkSchema``):
     one array per blob, equal first dimensions, a fixed dtype and trailing shape per blob.
     """
 
     __slots__ = (
+        "_alloc",
         "_blobs",
         "_buffers",
         "_fill",
@@ -102,9 +109,17 @@ class Rebatcher:
         "rebatch",
     )
 
-    def __init__(self, blobs: Sequence[str], batch_size: int, *, rebatch: bool = True) -> None:
+    def __init__(
+        self,
+        blobs: Sequence[str],
+        batch_size: int,
+        *,
+        rebatch: bool = True,
+        allocate: Allocate | None = None,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self._alloc: Final[Allocate] = allocate or np.empty
         self._blobs: Final = tuple(blobs)
         self.batch_size: Final = batch_size
         self.rebatch: Final = rebatch
@@ -260,7 +275,7 @@ class Rebatcher:
         buffers = []
         for name, a in zip(self._blobs, arrays, strict=True):
             try:
-                buffers.append(np.empty((bs, *a.shape[1:]), dtype=a.dtype))
+                buffers.append(self._alloc((bs, *a.shape[1:]), a.dtype))
             except (MemoryError, ValueError) as exc:  # ValueError: larger than the address space
                 raise ConfigError(
                     f"batch_size={bs} is too large for blob {name!r} ({a.dtype} rows of shape "

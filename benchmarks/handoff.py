@@ -26,7 +26,7 @@ from asyncfeed.rebatch import Batch
 from asyncfeed.sinks import BlobsQueue, Sink
 from asyncfeed.stats import DropCause, Ledger, Stage
 
-SINKS = ("blobs_queue", "torch_cpu")
+SINKS = ("blobs_queue", "torch_cpu")  # and "torch_cuda", where CUDA is available
 
 
 def _batch(batch_size: int) -> Batch:
@@ -42,10 +42,10 @@ def _sink(kind: str) -> tuple[Sink, Callable[[], Any]]:
     if kind == "blobs_queue":
         q = BlobsQueue(capacity=4, num_blobs=2)
         return q, q.dequeue
-    if kind == "torch_cpu":
+    if kind in ("torch_cpu", "torch_cuda"):
         from asyncfeed.sinks import TorchSink
 
-        t = TorchSink("cpu", capacity=4)
+        t = TorchSink(kind.removeprefix("torch_"), capacity=4)
         return t, t.get
     raise ValueError(f"unknown sink {kind!r}; choose from {SINKS}")
 

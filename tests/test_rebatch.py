@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import weakref
 
 import numpy as np
 import pytest
@@ -229,3 +230,22 @@ def test_held_batches_and_views_are_never_overwritten() -> None:
         assert list(batch["x"]) == list(range(4 * batch.index, 4 * batch.index + 4))
     for index, view in views:
         assert list(view) == [4 * index + 1, 4 * index + 2]
+
+
+def test_new_batch_buffers_come_from_the_allocator_and_are_reused() -> None:
+    made: list[weakref.ref[np.ndarray]] = []  # weak: a held reference would stop recycling
+
+    def allocate(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        arr = np.full(shape, -1, dtype)
+        made.append(weakref.ref(arr))
+        return arr
+
+    rb = Rebatcher(["ids"], 4, allocate=allocate)
+    first = rb.push([np.arange(3)]) + rb.push([np.arange(3, 6)])
+    buffer = made[0]()
+    assert len(made) == 1 and buffer is not None and buffer.shape == (4,)
+    assert np.shares_memory(first[0]["ids"], buffer) and ids_of(first[0]) == [0, 1, 2, 3]
+    del first, buffer
+    rb.discard()
+    again = rb.push([np.arange(2)]) + rb.push([np.arange(2, 4)])
+    assert len(made) == 1 and np.shares_memory(again[0]["ids"], made[0]())  # recycled

@@ -6,22 +6,36 @@
   ``TorchSink`` is created).
 - ``asyncfeed.sinks.caffe2.Caffe2Sink``: Caffe2's own BlobsQueue ops, when ``caffe2`` imports.
 
-Any object with ``put``, ``close`` and ``closed`` as in :class:`Sink` works as a sink.
+Any object with ``put``, ``close`` and ``closed`` as in :class:`Sink` works as a sink. A sink
+that also has ``allocate(shape, dtype) -> ndarray`` (see :class:`AllocatingSink`) gets its
+batches built in arrays it made: :class:`TorchSink` hands out pinned memory that way, so
+its copy to the GPU needs no staging copy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..rebatch import Allocate
 from .blobs_queue import BlobsQueue as BlobsQueue
 from .blobs_queue import BlobsQueueStats as BlobsQueueStats
 from .blobs_queue import QueuePerBlob as QueuePerBlob
 from .torch import TorchSink as TorchSink
+from .torch import TorchSinkStats as TorchSinkStats
 
-__all__ = ["BlobsQueue", "BlobsQueueStats", "QueuePerBlob", "Sink", "TorchSink"]
+__all__ = [
+    "AllocatingSink",
+    "BlobsQueue",
+    "BlobsQueueStats",
+    "QueuePerBlob",
+    "Sink",
+    "TorchSink",
+    "TorchSinkStats",
+    "allocator_of",
+]
 
 
 @runtime_checkable
@@ -45,3 +59,21 @@ class Sink(Protocol):
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         ...
+
+
+@runtime_checkable
+class AllocatingSink(Sink, Protocol):
+    """A sink that makes the host arrays a feed builds its batches in."""
+
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype[Any], /) -> np.ndarray:
+        """An empty array of ``shape`` and ``dtype`` for one blob of a batch.
+
+        Called on the feed's event loop, so it must not block for long. The feed may
+        refill the array once the sink and the consumer no longer reference it.
+        """
+        ...
+
+
+def allocator_of(sink: Sink) -> Allocate | None:
+    """``sink.allocate`` when the sink makes its own batch arrays, else None."""
+    return sink.allocate if isinstance(sink, AllocatingSink) else None

@@ -6,7 +6,9 @@ torch is imported when a :class:`TorchSink` is created, never by ``import asyncf
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import numpy as np
@@ -18,7 +20,9 @@ from .closable_queue import ClosableQueue
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["TorchSink", "host_tensor", "torch_dtypes"]
+__all__ = ["TorchSink", "TorchSinkStats", "host_tensor", "torch_dtypes"]
+
+log = logging.getLogger("asyncfeed.sinks.torch")
 
 # numpy dtypes that torch.from_numpy takes, by name (torch has a dtype of each name).
 _DTYPE_NAMES: Final = (
@@ -70,29 +74,68 @@ def host_tensor(
     return tensor
 
 
+@dataclass(frozen=True, slots=True)
+class TorchSinkStats:
+    """A snapshot of a :class:`TorchSink`'s counters.
+
+    Attributes:
+        size: batches held now (ready or being copied: not yet taken by :meth:`get`).
+        capacity: the most batches held.
+        batches_in: batches accepted by ``put``.
+        batches_out: batches returned by ``get``.
+        bytes_in: host bytes of the accepted batches.
+        staged: CUDA batches copied through the sink's pinned staging ring.
+        direct: CUDA batches copied straight from their own memory, with no staging copy:
+            pinned buffers from :meth:`TorchSink.allocate`, or any batch with
+            ``pin_memory=False``.
+        closed: True once closed.
+    """
+
+    size: int
+    capacity: int
+    batches_in: int
+    batches_out: int
+    bytes_in: int
+    staged: int
+    direct: int
+    closed: bool
+
+
 @final
 class _Ready:
     """A batch on the device, and the event after which its copies are complete."""
 
-    __slots__ = ("event", "tensors")
+    __slots__ = ("event", "nbytes", "tensors")
 
-    def __init__(self, tensors: dict[str, torch.Tensor], event: torch.cuda.Event | None) -> None:
+    def __init__(
+        self, tensors: dict[str, torch.Tensor], event: torch.cuda.Event | None, nbytes: int
+    ) -> None:
         self.tensors: Final = tensors
         self.event: Final = event
+        self.nbytes: Final = nbytes
 
 
 @final
-class _Staging:
-    """Pinned host buffers, one per blob, reused across batches (one slot of the ring)."""
+class _Slot:
+    """One place of the copy ring: pinned staging buffers (one per blob, reused across
+    batches), the host memory its last copies read, and the event after which they are done.
+    """
 
     __slots__ = ("buffers", "event", "keep")
 
     def __init__(self) -> None:
         self.buffers: dict[str, torch.Tensor] = {}
         self.event: torch.cuda.Event | None = None  # recorded after the copies that read us
-        self.keep: object = None  # the batch and host tensors of those copies
+        self.keep: object = None  # the batch and host tensors those copies read
 
-    def buffer(self, torch_mod: Any, name: str, src: torch.Tensor) -> torch.Tensor:
+    def settle(self) -> None:
+        """Wait until the copies that last read this slot are complete; let go of their input."""
+        if self.event is not None:
+            self.event.synchronize()
+            self.event = None
+        self.keep = None
+
+    def staging(self, torch_mod: Any, name: str, src: torch.Tensor) -> torch.Tensor:
         """A pinned buffer shaped like ``src``; reallocated only when ``src`` does not fit."""
         buf = self.buffers.get(name)
         rows = src.shape[0]
@@ -115,19 +158,22 @@ class TorchSink:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
         capacity: the most batches held by the sink (on the device, for CUDA), counting one
             being copied; ``put`` blocks beyond it.
-        pin_memory: CUDA only. True copies through pinned staging buffers (a ring of
-            ``capacity + 1`` slots, allocated once and reused), so the device copy is
-            asynchronous; False copies from pageable memory.
+        pin_memory: CUDA only. True copies from pinned host memory, so the device copy is
+            asynchronous: a batch already in pinned memory (a feed builds its batches in
+            buffers from :meth:`allocate`) is copied as it is; any other goes through a ring
+            of ``capacity + 1`` pinned staging slots, allocated once and reused. False copies
+            from pageable memory.
 
     On the CPU, tensors share memory with the batch's arrays (``torch.from_numpy``); a
     read-only or negatively strided array, or one in non-native byte order, is copied.
 
-    On CUDA, each batch is staged in pinned memory and copied with ``non_blocking=True`` on
-    a dedicated stream, then an event is recorded. :meth:`get` makes the caller's current
-    stream wait on that event (the host does not wait) and records the tensors on that
-    stream, so the caching allocator does not reuse their memory while it is in use. A
-    staging slot, with the batch it was filled from, is kept until the event of the copy
-    that read it has completed.
+    On CUDA, each batch is copied with ``non_blocking=True`` on a dedicated stream, then an
+    event is recorded. :meth:`get` makes the caller's current stream wait on that event (the
+    host does not wait) and records the tensors on that stream, so the caching allocator
+    does not reuse their memory while work queued there may still read it. The host memory
+    a copy reads (the batch, or its staging slot) is neither released nor refilled before
+    that copy's event has completed. Device memory holds at most ``capacity`` batches
+    besides those the consumer keeps.
 
     ``put`` is meant for one producer thread (a feed's bridge thread); ``get`` may be called
     from any thread.
@@ -156,17 +202,25 @@ class TorchSink:
                 raise ConfigError(f"device {device!r} was asked for, but CUDA is not available")
             if dev.index is None:
                 dev = tm.device("cuda", tm.cuda.current_device())
+            if dev.index >= tm.cuda.device_count():
+                raise ConfigError(
+                    f"device {device!r} was asked for, but this machine has "
+                    f"{tm.cuda.device_count()} CUDA device(s)"
+                )
         if not isinstance(cast(object, pin_memory), bool):
             raise ConfigError(f"pin_memory must be a bool, got {pin_memory!r}")
         self.device: Final = dev
         self.capacity: Final = check_positive_int("capacity", capacity)
         self.pin_memory: Final = pin_memory
         self._dtypes: Final = torch_dtypes(tm)
-        self._queue: Final[ClosableQueue[_Ready]] = ClosableQueue(capacity)
+        self._queue: Final[ClosableQueue[_Ready]] = ClosableQueue(capacity, _weigh)
         self._cuda: Final = dev.type == "cuda"
         self._stream: Any = tm.cuda.Stream(device=dev) if self._cuda else None
-        self._ring: Final = [_Staging() for _ in range(capacity + 1)] if self._cuda else []
+        self._ring: Final = [_Slot() for _ in range(capacity + 1)] if self._cuda else []
         self._next = 0
+        self._staged = 0
+        self._direct = 0
+        self._pinning = self._cuda and pin_memory  # False after a pinned allocation failed
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -178,6 +232,26 @@ class TorchSink:
     @property
     def closed(self) -> bool:
         return self._queue.closed
+
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+        """An empty host array for a batch: pinned memory when this sink copies to CUDA from
+        pinned memory, so ``put`` copies it to the device directly; ``numpy.empty`` otherwise.
+
+        A feed makes its batch buffers here (see ``Rebatcher``'s ``allocate``). Pinned
+        memory comes from torch's caching host allocator; should it fail, this sink falls
+        back to ``numpy.empty`` (and staging) for good, with one warning.
+        """
+        tdtype = self._dtypes.get(np.dtype(dtype)) if self._pinning else None
+        if tdtype is None:
+            return np.empty(shape, dtype)
+        try:
+            tensor = self._torch.empty(shape, dtype=tdtype, pin_memory=True)
+        except RuntimeError as exc:
+            self._pinning = False
+            log.warning("%r: no pinned memory for a batch (%s); staging batches instead", self, exc)
+            return np.empty(shape, dtype)
+        array: np.ndarray = tensor.numpy()  # keeps the tensor, and its pinned block, alive
+        return array
 
     def put(self, batch: Mapping[str, np.ndarray]) -> bool:
         """Move one batch to the device, blocking while the sink is full; False once closed.
@@ -203,7 +277,31 @@ class TorchSink:
         Raises:
             FeedTimeoutError: (a ``TimeoutError``) nothing within ``timeout`` s, sink open.
         """
-        ready = self._queue.get(timeout)
+        return self._hand_over(self._queue.get(timeout))
+
+    async def aget(self) -> dict[str, torch.Tensor] | None:
+        """:meth:`get` for a consumer on an event loop: waits without blocking the loop."""
+        return self._hand_over(await self._queue.aget())
+
+    def close(self) -> None:
+        """Close for good, waking blocked ``put`` and ``get``; queued batches stay readable."""
+        self._queue.close()
+
+    def stats(self) -> TorchSinkStats:
+        """A snapshot of the sink's counters."""
+        size, puts, gets, bytes_in, _ = self._queue.counters()
+        return TorchSinkStats(
+            size=size,
+            capacity=self.capacity,
+            batches_in=puts,
+            batches_out=gets,
+            bytes_in=bytes_in,
+            staged=self._staged,
+            direct=self._direct,
+            closed=self.closed,
+        )
+
+    def _hand_over(self, ready: _Ready | None) -> dict[str, torch.Tensor] | None:
         if ready is None:
             return None
         event = ready.event
@@ -214,29 +312,35 @@ class TorchSink:
                 tensor.record_stream(stream)
         return ready.tensors
 
-    def close(self) -> None:
-        """Close for good, waking blocked ``put`` and ``get``; queued batches stay readable."""
-        self._queue.close()
-
     def _to_device(self, batch: Mapping[str, np.ndarray]) -> _Ready:
         tm = self._torch
         hosts = {name: host_tensor(tm, name, arr, self._dtypes) for name, arr in batch.items()}
+        nbytes = sum(arr.nbytes for arr in batch.values())
         if not self._cuda:
-            return _Ready(hosts, None)
+            return _Ready(hosts, None, nbytes)
         slot = self._ring[self._next % len(self._ring)]
         self._next += 1
-        if slot.event is not None:
-            slot.event.synchronize()  # the copies that last read this slot are complete
+        slot.settle()
         out: dict[str, torch.Tensor] = {}
+        staged = False
         with tm.cuda.stream(self._stream):
             for name, host in hosts.items():
                 src = host
-                if self.pin_memory:
-                    src = slot.buffer(tm, name, host)
+                if self.pin_memory and not host.is_pinned():
+                    src = slot.staging(tm, name, host)
                     src.copy_(host)
+                    staged = True
                 out[name] = src.to(self.device, non_blocking=True)
             event = tm.cuda.Event()
             event.record(self._stream)
         slot.event = event
         slot.keep = (batch, hosts)
-        return _Ready(out, event)
+        if staged:
+            self._staged += 1
+        else:
+            self._direct += 1
+        return _Ready(out, event, nbytes)
+
+
+def _weigh(ready: _Ready) -> int:
+    return ready.nbytes

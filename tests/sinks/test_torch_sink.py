@@ -233,3 +233,53 @@ def test_importing_asyncfeed_and_its_sinks_never_imports_torch() -> None:
         " asyncfeed.data_workers; sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60, check=False).returncode == 0
+
+
+def test_a_cpu_sink_allocates_plain_host_arrays() -> None:
+    sink = af.TorchSink("cpu")
+    arr = sink.allocate((5, 3), np.dtype(np.float16))
+    assert arr.shape == (5, 3) and arr.dtype == np.float16 and arr.flags.writeable
+
+
+class AllocatingSink:
+    """A BlobsQueue that hands out its own batch arrays and remembers them."""
+
+    def __init__(self) -> None:
+        self.queue = af.BlobsQueue(capacity=4, num_blobs=2)
+        self.made: list[np.ndarray] = []
+
+    def put(self, batch: dict[str, np.ndarray]) -> bool:
+        return self.queue.put(batch)
+
+    def close(self) -> None:
+        self.queue.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.queue.closed
+
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        arr = np.empty(shape, dtype)
+        self.made.append(arr)
+        return arr
+
+
+@pytest.mark.timeout(20)
+def test_a_feed_builds_its_batches_in_arrays_its_sink_allocates(counter: CounterSource) -> None:
+    async def fetch(worker_id: int, batch_size: int) -> list[np.ndarray]:
+        return counter.chunk(3)
+
+    sink = AllocatingSink()
+    feed = af.Feed(fetch, blobs=counter.blobs, batch_size=8, concurrency=1, sink=sink)
+    feed.start()
+    try:
+        records = [sink.queue.dequeue(timeout=10) for _ in range(20)]
+    finally:
+        feed.stop()
+    assert sink.made, "the sink was never asked for a batch array"
+    for i, record in enumerate(records):
+        assert record is not None
+        ids, x = record
+        assert ids.tolist() == list(range(8 * i, 8 * i + 8))
+        assert any(np.shares_memory(ids, m) for m in sink.made)
+        assert any(np.shares_memory(x, m) for m in sink.made)
