@@ -28,6 +28,10 @@ print('numpy', numpy.__version__, 'aiohttp', aiohttp.__version__)"
 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 timeout 420 python3 -m pytest -p pytest_asyncio.plugin \
     -p pytest_timeout -p no:cacheprovider -q --durations=8 tests/sinks tests/test_rebatch.py \
     2>&1 | tee "$out/pytest.txt"
-timeout 300 python3 -m benchmarks.cuda --json "$out/cuda.json" 2>&1 | tee "$out/bench.txt"
-timeout 90 python3 -m asyncfeed demo --device cuda --seconds 15 2>&1 | tr '\r' '\n' \
-    | tail -n 14 | tee "$out/demo.txt"
+timeout 120 python3 -m benchmarks.cuda_costs --json "$out/costs.json" 2>&1 | tee "$out/costs.txt"
+# shellcheck disable=SC2086  # PARTS: a subset of "h2d handoff e2e", default all
+timeout 300 python3 -m benchmarks.cuda ${PARTS:-} --json "$out/cuda.json" 2>&1 | tee "$out/bench.txt"
+if [ "${DEMO:-1}" = 1 ]; then
+    timeout 90 python3 -m asyncfeed demo --device cuda --seconds 15 2>&1 | tr '\r' '\n' \
+        | tail -n 14 | tee "$out/demo.txt"
+fi
