@@ -93,3 +93,39 @@ def test_serve_images_serves_a_folder_until_ctrl_c(tmp_path: Path) -> None:
         finally:
             proc.kill()
     assert proc.returncode == 0 and out.strip() == "stopped"
+
+
+@pytest.mark.timeout(90)
+def test_demo_trains_from_a_torch_sink_with_device() -> None:
+    pytest.importorskip("torch")
+    proc = subprocess.run(
+        [sys.executable, "-m", "asyncfeed", "demo", "--seconds", "3", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=80,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0].endswith(", cpu via TorchSink")
+    table = check_summary(proc.stdout)
+    assert re.fullmatch(r"\d+% of the time", table["consumer waiting"])
+    assert table["torch loss"]
+
+
+@pytest.mark.timeout(60)
+def test_demo_refuses_a_device_it_cannot_use_in_one_line() -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    proc = subprocess.run(
+        [sys.executable, "-m", "asyncfeed", "demo", "--device", "cuda:0"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (
+        "python -m asyncfeed demo: --device cuda:0: device 'cuda:0' was asked for, "
+        "but CUDA is not available\n"
+    )
