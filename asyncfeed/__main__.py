@@ -12,7 +12,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .demo import DemoReport, run_demo
 from .errors import ConfigError
-from .service import ImageService
+from .fetchers.service import ImageService
 from .sinks import TorchSink
 
 

@@ -29,8 +29,8 @@ from typing import Any, Final, final
 
 from .errors import ConfigError, FeedStateError, FeedTimeoutError
 from .feed import Feed
-from .fetch import FetchFn
 from .options import check_blobs, check_positive_int
+from .protocols import FetchFn
 from .sinks import BlobsQueue, QueuePerBlob, Sink
 from .sinks.caffe2 import C2_QUEUE_CAPACITY, Caffe2Sink, load_caffe2
 from .stats import ExternalLogger, report

@@ -26,11 +26,11 @@ import numpy as np
 from tqdm import tqdm
 
 from .bridge import DaemonThreadPool
-from .decode import ImageOptions
 from .feed import Feed
-from .http import HttpFetcher
-from .retry import Retry
-from .service import ImageService
+from .fetchers.decode import ImageOptions
+from .fetchers.http import HttpFetcher
+from .fetchers.retry import Retry
+from .fetchers.service import ImageService
 from .sinks import TorchSink
 
 __all__ = ["DemoReport", "run_demo"]

@@ -32,20 +32,13 @@ from .errors import (
     FetchError,
     first_error,
 )
-from .fetch import (
-    ErrorBudget,
-    Fetcher,
-    FetchFn,
-    FetchOneFn,
-    is_async_callable,
-    next_worker_id,
-    pump_ahead,
-)
+from .fetch import ErrorBudget, Fetcher, next_worker_id, pump_ahead
 from .handoff import SinkBridge, check_sink
 from .keys import Keys, Reorderer, check_shard
 from .options import FeedOptions
-from .process_options import ProcessOptions
-from .procs import WorkerPool
+from .procs.options import ProcessOptions
+from .procs.pool import WorkerPool
+from .protocols import FetchFn, FetchOneFn, is_async_callable
 from .queues import Channel, ChannelClosed, SourceQueue, attach_source, detach_source
 from .rebatch import Batch, Rebatcher
 from .resources import fetcher_host_stats, open_fetcher

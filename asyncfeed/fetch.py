@@ -16,28 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import BrokenExecutor, Executor
 from concurrent.futures import Future as ConcurrentFuture
-from typing import Any, Final, Protocol, final
+from typing import Any, Final, final
 
 from .bridge import DaemonThreadPool, Outcome
 from .chunks import Arrays, ChunkSchema, describe_origin
 from .errors import AsyncFeedError, FetchError
 from .keys import Reorderer
+from .protocols import is_async_callable
 from .queues import Channel, ChannelClosed, Chunk
 from .stats import DropCause, FeedCounters, Ledger, Stage
 
 __all__ = [
     "ErrorBudget",
-    "FetchFn",
-    "FetchOneFn",
     "Fetcher",
-    "is_async_callable",
     "next_worker_id",
     "pump_ahead",
 ]
@@ -63,21 +60,6 @@ def next_worker_id() -> int:
     return next(_worker_ids)
 
 
-class FetchFn(Protocol):
-    """Seed-style fetcher: ``fetch(worker_id, batch_size)`` returns a chunk or None.
-
-    May be ``async def`` or a plain function. ``batch_size`` is a hint only.
-    """
-
-    def __call__(self, worker_id: int, batch_size: int, /) -> Any: ...
-
-
-class FetchOneFn(Protocol):
-    """Keyed fetcher: ``fetch_one(key)`` returns one chunk or None. Async or sync."""
-
-    def __call__(self, key: Any, /) -> Any: ...
-
-
 def _stop_if_cancelled() -> None:
     """Raise CancelledError when this task was cancelled but the fetcher swallowed it.
 
@@ -87,13 +69,6 @@ def _stop_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def is_async_callable(fn: object) -> bool:
-    """True for ``async def`` functions, partials of them, and objects with async __call__."""
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - looking for an async __call__
-    )
 
 
 ErrorPolicy = Callable[[Exception, int | None, Any], None]

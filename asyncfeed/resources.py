@@ -18,27 +18,16 @@ import functools
 import inspect
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from .errors import AsyncFeedError, FetchError
 
 if TYPE_CHECKING:
     from .feed import Feed
 
-__all__ = ["FeedResource", "fetcher_host_stats", "open_fetcher"]
+__all__ = ["fetcher_host_stats", "open_fetcher"]
 
 log = logging.getLogger("asyncfeed.resources")
-
-
-@runtime_checkable
-class FeedResource(Protocol):
-    """A fetcher with resources bound to the feed's event loop."""
-
-    async def open(self, feed: Feed) -> None:
-        """Called on the feed's loop before its fetch workers start."""
-
-    async def aclose(self) -> None:
-        """Called on the feed's loop after its fetch workers ended; must not raise."""
 
 
 async def open_fetcher(fn: object, feed: Feed, stack: contextlib.AsyncExitStack) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
-from asyncfeed.service import _encode, synthetic_image
+from asyncfeed.fetchers.service import _encode, synthetic_image
 
 Decoder = Callable[[bytes], np.ndarray]
 

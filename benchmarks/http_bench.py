@@ -1,4 +1,4 @@
-"""HTTP image workload: rows/s through ``asyncfeed.http`` against the bound it could reach.
+"""HTTP image workload: rows/s through ``asyncfeed.fetchers.http`` against the bound it could reach.
 
 The image service runs in a child process (``python -m asyncfeed serve-images``), so the
 server's Python work does not share the client's GIL. For each concurrency the feed streams
@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 
 import asyncfeed as af
-from asyncfeed.decode import decode_image
+from asyncfeed.fetchers.decode import decode_image
 
 COUNT = 300
 SIZE = 256

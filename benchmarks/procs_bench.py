@@ -36,7 +36,7 @@ import numpy as np
 import psutil
 
 import asyncfeed as af
-from asyncfeed import wire
+from asyncfeed.procs import ring as wire
 
 _ROWS = np.random.default_rng(0).integers(1, 201, 4096)
 _SMALL_ROWS = np.random.default_rng(1).integers(1, 9, 4096)

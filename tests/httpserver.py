@@ -22,7 +22,7 @@ import numpy as np
 from aiohttp import web
 from PIL import Image
 
-from asyncfeed.service import synthetic_image
+from asyncfeed.fetchers.service import synthetic_image
 
 PNG_SIZE = 32
 JPG_SIZE = 64

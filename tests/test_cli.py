@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from asyncfeed.service import synthetic_image
+from asyncfeed.fetchers.service import synthetic_image
 from tests.httpserver import png_bytes
 
 SUMMARY_ROWS = ("rows", "batches", "rows/s", "wait for a batch", "retries", "skipped")

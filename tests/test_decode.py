@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 import asyncfeed as af
-from asyncfeed.decode import decode_image, image_size
-from asyncfeed.service import synthetic_image
+from asyncfeed.fetchers.decode import decode_image, image_size
+from asyncfeed.fetchers.service import synthetic_image
 from tests.httpserver import jpeg_bytes, jpeg_header_bomb, png_bytes, png_header_bomb
 
 OPTS = af.ImageOptions()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import asyncfeed
 
 
@@ -12,9 +14,26 @@ def test_all_is_sorted_and_complete() -> None:
     assert asyncfeed.__all__ == sorted(asyncfeed.__all__)
     for name in asyncfeed.__all__:
         assert getattr(asyncfeed, name) is not None
-    public = {n for n in vars(asyncfeed) if not n.startswith("_")}
-    modules = {n for n, v in vars(asyncfeed).items() if type(v).__name__ == "module"}
+    public = {n for n in dir(asyncfeed) if not n.startswith("_")}
+    modules = {n for n in public if type(getattr(asyncfeed, n)).__name__ == "module"}
     assert public - modules == set(asyncfeed.__all__)
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match=r"^module 'asyncfeed' has no attribute 'Nope'$"):
+        asyncfeed.Nope  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_import_loads_none_of_the_heavy_or_optional_modules() -> None:
+    heavy = ("aiohttp", "PIL", "simplejpeg", "aiofiles", "torch", "ray", "prometheus_client")
+    code = (
+        "import sys, asyncfeed; "
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], timeout=60, check=True, capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "[]"
 
 
 def test_errors_share_one_root() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import asyncfeed as af
-from asyncfeed.service import synthetic_image
+from asyncfeed.fetchers.service import synthetic_image
 from tests.httpserver import jpeg_bytes, png_bytes
 
 pytestmark = pytest.mark.timeout(20)

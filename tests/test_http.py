@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import asyncfeed as af
-from asyncfeed.service import synthetic_image
+from asyncfeed.fetchers.service import synthetic_image
 from tests.conftest import check_accounting
 from tests.httpserver import JPG_SIZE, PNG_SIZE, FaultServer
 

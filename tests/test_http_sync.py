@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import asyncfeed as af
-from asyncfeed.service import synthetic_image
+from asyncfeed.fetchers.service import synthetic_image
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import asyncfeed as af
-from asyncfeed import wire
+from asyncfeed.procs import ring
 from tests import procs_fetchers as pf
 from tests.conftest import check_accounting
 from tests.procs_support import array_root as _root
@@ -86,7 +86,7 @@ async def test_a_stopped_feed_keeps_no_ring_mapped_once_its_batches_are_gone() -
 async def test_ring_slots_come_back_when_batches_are_dropped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(wire, "RING_BYTES", 1 << 20)  # room for two chunks of 8 x 48 KiB
+    monkeypatch.setattr(ring, "RING_BYTES", 1 << 20)  # room for two chunks of 8 x 48 KiB
     feed = af.Feed(
         pf.whole_batches,
         blobs=["ids", "x"],
@@ -112,7 +112,7 @@ async def test_ring_slots_come_back_when_batches_are_dropped(
 def test_process_feed_into_a_sink_releases_ring_slots_from_the_reader_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(wire, "RING_BYTES", 1 << 20)  # two slots: reuse needs cross-thread frees
+    monkeypatch.setattr(ring, "RING_BYTES", 1 << 20)  # two slots: reuse needs cross-thread frees
     sink = af.BlobsQueue(capacity=2, num_blobs=2)
     feed = af.Feed(
         pf.whole_batches,

@@ -7,7 +7,7 @@ import email.utils
 import pytest
 
 import asyncfeed as af
-from asyncfeed.retry import parse_retry_after, retryable_status
+from asyncfeed.fetchers.retry import parse_retry_after, retryable_status
 
 
 def test_backoff_doubles_and_is_capped() -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import asyncfeed as af
-from asyncfeed.decode import decode_image
-from asyncfeed.service import synthetic_image
+from asyncfeed.fetchers.decode import decode_image
+from asyncfeed.fetchers.service import synthetic_image
 from tests.httpserver import jpeg_bytes
 
 pytestmark = pytest.mark.timeout(20)

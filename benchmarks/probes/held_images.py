@@ -14,8 +14,8 @@ import weakref
 from typing import Any
 
 import asyncfeed as af
-import asyncfeed.http as http_module
-from asyncfeed.service import ImageService
+import asyncfeed.fetchers.http as http_module
+from asyncfeed.fetchers.service import ImageService
 
 _live = [0]
 _decode = http_module.decode_image

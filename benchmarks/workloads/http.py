@@ -4,7 +4,7 @@ batch 32, at concurrency 8, 64 and 256.
 The service runs in a process of its own (:mod:`.http_service`), outside the measured tree.
 Every key is ``(url, row id)``; the row id travels as the label blob, so lost and duplicated
 rows are counted as in the synthetic workloads. Every pipeline decodes with asyncfeed's own
-decoder (``asyncfeed.decode.decode_image``).
+decoder (``asyncfeed.fetchers.decode.decode_image``).
 
 - asyncfeed: ``Feed.from_keys(keys, HttpFetcher(), concurrency=C)`` (aiohttp, keep-alive,
   decode in a thread pool); with ``processes=2`` too where the feed offers it.
@@ -61,8 +61,8 @@ BLOBS = ("image", "label")
 def _api() -> tuple[Any, Any, Any]:
     """(HttpFetcher, ImageOptions, decode_image) from asyncfeed, or Unavailable."""
     try:
-        from asyncfeed.decode import ImageOptions, decode_image
-        from asyncfeed.http import HttpFetcher
+        from asyncfeed.fetchers.decode import ImageOptions, decode_image
+        from asyncfeed.fetchers.http import HttpFetcher
     except ImportError as exc:
         raise Unavailable(f"not available yet: {exc}") from exc
     return HttpFetcher, ImageOptions, decode_image
@@ -225,7 +225,7 @@ class Http(Workload):
     def available(self) -> str | None:
         try:
             _api()
-            from asyncfeed.service import ImageService  # noqa: F401
+            from asyncfeed.fetchers.service import ImageService  # noqa: F401
         except Unavailable as exc:
             return str(exc)
         except ImportError as exc:

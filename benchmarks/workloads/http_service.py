@@ -1,6 +1,6 @@
 """``python -m benchmarks.workloads.http_service``: the http workload's image servers.
 
-Runs two embedded image services (``asyncfeed.service.ImageService``) in a process of their
+Runs two embedded image services (``asyncfeed.fetchers.service.ImageService``) in a process of their
 own, outside the measured process tree: one with the workload's latency, one with none (for
 the CPU bound). Prints one JSON line with their URL templates once both listen, then serves
 until SIGTERM or SIGINT.
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 
 async def serve(count: int, size: int, latency_ms: float) -> None:
-    from asyncfeed.service import ImageService
+    from asyncfeed.fetchers.service import ImageService
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

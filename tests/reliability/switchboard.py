@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from asyncfeed.service import synthetic_image
+from asyncfeed.fetchers.service import synthetic_image
 from tests.httpserver import png_bytes, png_header_bomb
 
 SIZE = 16

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import asyncfeed as af
-from asyncfeed.service import synthetic_image
+from asyncfeed.fetchers.service import synthetic_image
 from tests.reliability.faults import assert_clean_end, timed
 from tests.reliability.switchboard import SIZE, Switchboard
 

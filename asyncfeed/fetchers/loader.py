@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, final
 
 import numpy as np
 
-from .bridge import DaemonThreadPool, to_thread
-from .errors import ConfigError, FeedStateError, FetchError
+from ..bridge import DaemonThreadPool, to_thread
+from ..errors import ConfigError, FeedStateError, FetchError
 
 if TYPE_CHECKING:
-    from .feed import Feed
+    from ..feed import Feed
 
 __all__ = ["NO_LABEL", "Loader", "SeedFetch", "chunk_of", "split_key"]
 

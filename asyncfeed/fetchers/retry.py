@@ -14,7 +14,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["Retry", "parse_retry_after", "retryable_status"]
 

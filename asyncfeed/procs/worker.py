@@ -29,9 +29,10 @@ from typing import Any, Final, final
 
 import numpy as np
 
-from .bridge import DaemonThreadPool
-from .fetch import is_async_callable
-from .process_options import WorkerSpec
+from ..bridge import DaemonThreadPool
+from ..protocols import is_async_callable
+from .options import WorkerSpec
+from .ring import RingAllocator, block_layout
 from .wire import (
     ARRAYS,
     CALL,
@@ -44,8 +45,6 @@ from .wire import (
     STATS,
     STOP,
     Link,
-    RingAllocator,
-    block_layout,
     send_frame_blocking,
 )
 

@@ -21,7 +21,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
-from .errors import ConfigError, DecodeError
+from ..errors import ConfigError, DecodeError
 
 __all__ = ["ImageOptions", "decode_image", "image_size"]
 

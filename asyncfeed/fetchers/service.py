@@ -28,9 +28,9 @@ import numpy as np
 from aiohttp import web
 from PIL import Image
 
-from .bridge import to_thread
-from .errors import ConfigError
-from .options import check_positive_int
+from ..bridge import to_thread
+from ..errors import ConfigError
+from ..options import check_positive_int
 
 __all__ = ["ImageService", "synthetic_image"]
 

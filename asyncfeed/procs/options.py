@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import wire
-from .errors import ConfigError
-from .options import FeedOptions, check_positive_int
+from ..errors import ConfigError
+from ..options import FeedOptions, check_positive_int
+from . import ring
 
 __all__ = ["ProcessOptions", "WorkerSpec"]
 
@@ -88,6 +88,6 @@ class ProcessOptions:
             worker_init=worker_init,
             threads=math.ceil(concurrency / n),
             source=options.source,
-            inline_max=wire.INLINE_MAX_BYTES,
+            inline_max=ring.INLINE_MAX_BYTES,
         )
         return cls(processes=n, start_method=method, spec=spec)

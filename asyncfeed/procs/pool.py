@@ -24,7 +24,6 @@ import logging
 import multiprocessing
 import os
 import pickle
-import re
 import signal
 import socket
 import threading
@@ -32,23 +31,12 @@ from collections.abc import Callable, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any, Final, final
 
-from . import wire
-from .errors import FetchError, RemoteTraceback
-from .process_options import ProcessOptions, WorkerSpec
-from .wire import (
-    ARRAYS,
-    CALL,
-    ERROR,
-    FATAL,
-    NONE,
-    OBJECT,
-    STATS,
-    STOP,
-    Link,
-    Ring,
-    arrays_from_block,
-    create_ring_fd,
-)
+from ..errors import FetchError, RemoteTraceback
+from ..fetchers.hoststats import merge_host_stats
+from . import ring as ring_config
+from .options import ProcessOptions, WorkerSpec
+from .ring import Ring, arrays_from_block, create_ring_fd
+from .wire import ARRAYS, CALL, ERROR, FATAL, NONE, OBJECT, STATS, STOP, Link
 from .worker import worker_main
 
 __all__ = ["WorkerPool"]
@@ -57,7 +45,6 @@ log = logging.getLogger("asyncfeed.procs")
 
 STOP_GRACE: Final = 0.5  # seconds a worker gets to end after STOP, then after SIGTERM
 EXIT_WAIT: Final = 2.0  # seconds to wait for a worker whose socket closed to exit
-_PEAK = re.compile(r"(^|_)(p\d+|max|peak)(_|$)")
 
 
 @final
@@ -89,7 +76,7 @@ class WorkerPool:
         source: the feed's source name, for process and thread names.
         worker_ids: seed-style worker ids; id ``worker_ids[i]`` runs in process
             ``i % processes``. Empty for keyed feeds.
-        ring_bytes: size of each worker's shared-memory ring; None: ``wire.RING_BYTES``;
+        ring_bytes: size of each worker's shared-memory ring; None: ``RING_BYTES``;
             0: every chunk travels inline.
     """
 
@@ -104,7 +91,7 @@ class WorkerPool:
         self._opts: Final = options
         self._source: Final = source
         self._owner: Final = {wid: i % options.processes for i, wid in enumerate(worker_ids)}
-        self._ring_bytes: Final = wire.RING_BYTES if ring_bytes is None else ring_bytes
+        self._ring_bytes: Final = ring_config.RING_BYTES if ring_bytes is None else ring_bytes
         self._workers: list[_Worker] = []
         self._started = asyncio.Event()
         self._fatal: asyncio.Future[FetchError] | None = None
@@ -331,33 +318,8 @@ class WorkerPool:
     # -- stats ---------------------------------------------------------------------------------
 
     def host_stats(self) -> dict[str, dict[str, Any]]:
-        """Per-host stats of the workers' fetchers (their ``host_stats()``), merged.
-
-        Numbers are summed across workers, except names such as ``p99``, ``max`` or
-        ``peak`` (``latency_p99``...), which take the largest; dicts (errors by kind) are
-        merged key by key; other values the last seen.
-        """
-        merged: dict[str, dict[str, Any]] = {}
-        for hosts in list(self._hosts.values()):
-            for host, values in hosts.items():
-                into = merged.setdefault(host, {})
-                for name, value in values.items():
-                    into[name] = _merge(name, into.get(name), value)
-        return merged
-
-
-def _merge(name: str, old: Any, new: Any) -> Any:
-    if isinstance(old, dict) and isinstance(new, dict):  # e.g. errors by kind: merge per key
-        merged = dict(old)
-        for key, value in new.items():
-            merged[key] = _merge(str(key), merged.get(key), value)
-        return merged
-    numbers = (int, float)
-    if old is None or not isinstance(old, numbers) or not isinstance(new, numbers):
-        return new
-    if isinstance(old, bool) or isinstance(new, bool):
-        return new
-    return max(old, new) if _PEAK.search(name) else old + new
+        """Per-host stats of the workers' fetchers (their ``host_stats()``), merged."""
+        return merge_host_stats(list(self._hosts.values()))
 
 
 def _resolve(fut: asyncio.Future[Any] | None, value: Any) -> None:

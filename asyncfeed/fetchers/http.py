@@ -30,15 +30,15 @@ import aiohttp
 import numpy as np
 from yarl import URL
 
+from ..errors import ConfigError, DecodeError, HttpError
+from ..options import check_positive_int
 from .decode import ImageOptions, decode_image
-from .errors import ConfigError, DecodeError, HttpError
 from .hoststats import HostStats
 from .loader import Loader, chunk_of, split_key
-from .options import check_positive_int
 from .retry import Retry, parse_retry_after, retryable_status
 
 if TYPE_CHECKING:
-    from .feed import Feed
+    from ..feed import Feed
 
 __all__ = ["DEFAULT_TIMEOUT", "HttpFetcher"]
 

@@ -7,16 +7,18 @@ over the last :data:`LATENCY_WINDOW` requests of each host.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final, final
 
 import numpy as np
 
-__all__ = ["LATENCY_WINDOW", "HostStats"]
+__all__ = ["LATENCY_WINDOW", "HostStats", "merge_host_stats"]
 
 LATENCY_WINDOW: Final = 2048
+_PEAK: Final = re.compile(r"(^|_)(p\d+|max|peak)(_|$)")
 
 
 @final
@@ -100,3 +102,35 @@ class HostStats:
                 "retries": sum(e.retries for e in hosts),
                 "errors": sum(sum(e.errors.values()) for e in hosts),
             }
+
+
+def merge_host_stats(
+    sources: Iterable[Mapping[str, Mapping[str, Any]]],
+) -> dict[str, dict[str, Any]]:
+    """Per-host stats from several fetchers (worker processes, actors), merged into one.
+
+    Numbers are summed, except names such as ``p99``, ``max`` or ``peak``
+    (``latency_p99``...), which take the largest; dicts (errors by kind) are merged key by
+    key; other values the last seen.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for hosts in sources:
+        for host, values in hosts.items():
+            into = merged.setdefault(host, {})
+            for name, value in values.items():
+                into[name] = _merge(name, into.get(name), value)
+    return merged
+
+
+def _merge(name: str, old: Any, new: Any) -> Any:
+    if isinstance(old, dict) and isinstance(new, dict):  # e.g. errors by kind: merge per key
+        merged = dict(old)
+        for key, value in new.items():
+            merged[key] = _merge(str(key), merged.get(key), value)
+        return merged
+    numbers = (int, float)
+    if old is None or not isinstance(old, numbers) or not isinstance(new, numbers):
+        return new
+    if isinstance(old, bool) or isinstance(new, bool):
+        return new
+    return max(old, new) if _PEAK.search(name) else old + new

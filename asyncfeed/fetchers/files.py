@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any, Final, Literal, final
 import aiofiles
 import numpy as np
 
+from ..errors import ConfigError, DecodeError, FetchError
+from ..options import check_positive_int
 from .decode import ImageOptions, decode_image
-from .errors import ConfigError, DecodeError, FetchError
 from .loader import NO_LABEL, Loader, chunk_of, split_key
-from .options import check_positive_int
 
 if TYPE_CHECKING:
-    from .feed import Feed
+    from ..feed import Feed
 
 __all__ = ["FileFetcher", "iter_files"]
 
