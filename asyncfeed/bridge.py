@@ -375,7 +375,7 @@ async def to_thread(fn: Callable[..., T], *args: Any, name: str) -> T:
 
 
 class _Stoppable(Protocol):
-    def stop(self, timeout: float = ...) -> None: ...
+    def stop(self, *, timeout: float = ...) -> None: ...
 
 
 EXIT_STOP_TIMEOUT = 1.0

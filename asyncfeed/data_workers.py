@@ -13,11 +13,12 @@ batches go into Caffe2 BlobsQueues that the net reads with ``DequeueBlobs`` ops
 ``net=None`` they go into one pure-Python :class:`~asyncfeed.BlobsQueue` per blob, reached
 with :meth:`GlobalCoordinator.get_queues`.
 
-Where this differs from Caffe2: a fetcher exception is kept and re-raised by
-``coordinator.stop()`` unless read before with :meth:`GlobalCoordinator.take_error`;
-``init_fun`` receives the :class:`~asyncfeed.Feed`; ``fetch_fun`` may be ``async def``;
-leftover rows are carried, never pushed back into a queue; ``batch_columns`` other than 0
-are refused.
+As in Caffe2, ``init_fun(data_coordinator, global_coordinator)`` is called by
+:meth:`GlobalCoordinator.start` once per call's coordinator (a :class:`DataInputCoordinator`),
+all of them in call order before any of their fetchers starts. Where this differs from
+Caffe2: a fetcher exception is kept and re-raised by ``coordinator.stop()`` unless read before
+with :meth:`GlobalCoordinator.take_error`; ``fetch_fun`` may be ``async def``; leftover rows
+are carried, never pushed back into a queue; ``batch_columns`` other than 0 are refused.
 """
 
 from __future__ import annotations
@@ -27,28 +28,59 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, final
 
-from .errors import ConfigError, FeedStateError, FeedTimeoutError
+from .errors import ConfigError, FeedStateError, FeedTimeoutError, FetchError
 from .feed import Feed
 from .options import check_blobs, check_positive_int
 from .protocols import FetchFn
 from .sinks import BlobsQueue, QueuePerBlob, Sink
 from .sinks.caffe2 import C2_QUEUE_CAPACITY, Caffe2Sink, load_caffe2
+from .state import FeedState
 from .stats import ExternalLogger, report
 
-__all__ = ["GlobalCoordinator", "init_data_input_workers"]
+__all__ = ["DataInputCoordinator", "GlobalCoordinator", "init_data_input_workers"]
 
 log = logging.getLogger("asyncfeed.data_workers")
 
 
-@final
-class _Entry:
-    __slots__ = ("feed", "loggers", "sink", "started")
+InitFun = Callable[["DataInputCoordinator", "GlobalCoordinator"], Any]
 
-    def __init__(self, feed: Feed, sink: Sink, loggers: tuple[ExternalLogger, ...]) -> None:
+
+@final
+class DataInputCoordinator:
+    """The coordinator of one :func:`init_data_input_workers` call: one feed and its sink.
+
+    What Caffe2 passed as ``init_fun``'s first argument (its per-source coordinator).
+    """
+
+    __slots__ = ("feed", "init_fun", "loggers", "sink", "started")
+
+    def __init__(
+        self,
+        feed: Feed,
+        sink: Sink,
+        loggers: tuple[ExternalLogger, ...],
+        init_fun: InitFun | None,
+    ) -> None:
         self.feed: Final = feed
         self.sink: Final = sink
         self.loggers: Final = loggers
+        self.init_fun: Final = init_fun
         self.started = False
+
+    @property
+    def input_source_name(self) -> str:
+        return self.feed.source
+
+    def get_worker_ids(self) -> list[int]:
+        """The ids of this call's fetch workers."""
+        return list(self.feed.worker_ids)
+
+    def is_active(self) -> bool:
+        """True while the feed runs."""
+        return self.feed.state is FeedState.RUNNING
+
+    def __repr__(self) -> str:
+        return f"<DataInputCoordinator {self.input_source_name!r} {self.feed.state.value}>"
 
 
 @final
@@ -60,12 +92,12 @@ class GlobalCoordinator:
 
     def __init__(self) -> None:
         self._lock: Final = threading.Lock()
-        self._entries: list[_Entry] = []
+        self._entries: list[DataInputCoordinator] = []
         self._worker_ids: list[int] = []
         self._error: BaseException | None = None
         self._error_read = False
 
-    def _add(self, entry: _Entry) -> None:
+    def _add(self, entry: DataInputCoordinator) -> None:
         with self._lock:
             self._entries.append(entry)
             self._worker_ids.extend(entry.feed.worker_ids)
@@ -73,7 +105,11 @@ class GlobalCoordinator:
     def start(self, *, timeout: float = 30.0) -> None:
         """Start every feed not started yet; calling it again adds no workers.
 
+        First, in call order, ``init_fun(data_coordinator, global_coordinator)`` of each
+        (Caffe2 ran every init before any worker thread); then every feed starts.
+
         Raises:
+            FetchError: an ``init_fun`` raised (chained); no feed of this start was started.
             FeedStateError: a feed was stopped before it was started.
             ConfigError: feeds of one source disagree on blobs or ``max_buffered_batches``.
         """
@@ -81,6 +117,18 @@ class GlobalCoordinator:
             todo = [e for e in self._entries if not e.started]
             for entry in todo:
                 entry.started = True
+        try:
+            for entry in todo:
+                if entry.init_fun is not None:
+                    entry.init_fun(entry, self)
+        except Exception as exc:
+            with self._lock:
+                for entry in todo:
+                    entry.started = False
+            raise FetchError(
+                f"init_fun of input source {entry.input_source_name!r} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         for entry in todo:
             entry.feed.start(timeout=timeout)
 
@@ -105,12 +153,12 @@ class GlobalCoordinator:
             entries = [e for e in self._entries if e.feed.source == input_source_name]
         return self._stop(entries, timeout)
 
-    def _stop(self, entries: list[_Entry], timeout: float) -> bool:
+    def _stop(self, entries: list[DataInputCoordinator], timeout: float) -> bool:
         ended = True
         for entry in entries:
             feed = entry.feed
             try:
-                feed.stop(timeout)
+                feed.stop(timeout=timeout)
             except FeedTimeoutError:
                 log.warning("feed %r did not stop within %.1f s", feed, timeout)
                 ended = False
@@ -189,7 +237,7 @@ def init_data_input_workers(
     num_worker_threads: int = 2,
     input_source_name: str = "train",
     max_buffered_batches: int = 800,
-    init_fun: Callable[[Feed], Any] | None = None,
+    init_fun: InitFun | None = None,
     external_loggers: Sequence[ExternalLogger] | None = None,
     dont_rebatch: bool = False,
     batch_columns: Sequence[int] | None = None,
@@ -207,7 +255,8 @@ def init_data_input_workers(
         num_worker_threads: fetch workers of this feed.
         input_source_name: feeds of one source share a chunk queue; sources never mix.
         max_buffered_batches: bound of the source's chunk queue (in chunks).
-        init_fun: called once with the :class:`~asyncfeed.Feed` before its first fetch.
+        init_fun: ``init_fun(data_coordinator, global_coordinator)``, called by
+            ``start()`` before this call's fetchers start (Caffe2's signature).
         external_loggers: objects with ``log(dict)``, given Caffe2's metric names
             (``fetcher_time``, ``enqueue_time``, ``inputs_per_sec``, ``queue_size``,
             ``time_elapsed``) every minute and at stop.
@@ -221,6 +270,8 @@ def init_data_input_workers(
     # Checked under the classic names, before a Caffe2 net gets any op.
     if not callable(fetch_fun):
         raise ConfigError(f"fetch_fun must be callable, got {fetch_fun!r}")
+    if init_fun is not None and not callable(init_fun):
+        raise ConfigError(f"init_fun must be callable, got {init_fun!r}")
     for name, value in (
         ("batch_size", batch_size),
         ("num_worker_threads", num_worker_threads),
@@ -263,10 +314,9 @@ def init_data_input_workers(
         concurrency=num_worker_threads,
         source=input_source_name,
         max_buffered_chunks=max_buffered_batches,
-        init_fun=init_fun,
         rebatch=not dont_rebatch,
         external_loggers=loggers,
         sink=sink,
     )
-    _coordinator._add(_Entry(feed, sink, loggers))
+    _coordinator._add(DataInputCoordinator(feed, sink, loggers, init_fun))
     return _coordinator

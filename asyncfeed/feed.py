@@ -1,58 +1,34 @@
-"""``Feed``: wires fetchers, the chunk queue, the rebatcher and the consumer together.
+"""``Feed``: the facade of a streaming input pipeline.
 
-This module alone creates tasks: one runner task per feed, holding one ``TaskGroup`` with the
-fetch workers, the rebatch stage and the stats logger.
+``Feed`` keeps the configuration (one option list for both constructors, ``options.py``),
+its properties and the lifecycle (``state.Lifecycle``). Everything that lives only while the
+feed runs — the queues, stages, pools, worker processes and tasks — belongs to a private
+``run.Run`` made when the feed opens; the synchronous face is ``blocking.SyncFace``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
+import functools
 import logging
-import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from concurrent.futures import Executor
-from typing import Any, Self, final
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, Final, Self, Unpack, cast, final
 
-from .blocking import BlockingFeed
-from .bridge import (
-    DaemonThreadPool,
-    LoopThread,
-    stop_at_exit,
-    to_thread,
-)
-from .errors import (
-    AsyncFeedError,
-    ConfigError,
-    FeedStateError,
-    FeedTimeoutError,
-    FetchError,
-    first_error,
-)
-from .fetch import ErrorBudget, Fetcher, next_worker_id, pump_ahead
-from .handoff import SinkBridge, check_sink
-from .keys import Keys, Reorderer, check_shard
-from .options import FeedOptions
-from .procs.options import ProcessOptions
-from .procs.pool import WorkerPool
+from .blocking import SyncFace
+from .bridge import stop_at_exit
+from .errors import AsyncFeedError, ConfigError, FeedExhausted, FeedStateError
+from .fetch import next_worker_id
+from .keys import Keys, KeySpec
+from .options import FeedKwargs, FeedOptions
 from .protocols import FetchFn, FetchOneFn, is_async_callable
-from .queues import Channel, ChannelClosed, SourceQueue, attach_source, detach_source
-from .rebatch import Batch, Rebatcher
-from .resources import fetcher_host_stats, open_fetcher
-from .sinks import Sink, allocator_of
-from .stages import RebatchStage, dispatch_keys, log_every
-from .state import FeedState
-from .stats import (
-    DropCause,
-    ExternalLogger,
-    FeedCounters,
-    FeedStats,
-    LagWarning,
-    Stage,
-)
+from .rebatch import Batch
+from .run import Run, RunSpec
+from .sizing import plan
+from .state import FeedState, Lifecycle
+from .stats import FeedCounters, FeedStats
 
 __all__ = ["Feed", "FeedState"]
 
@@ -60,49 +36,37 @@ log = logging.getLogger("asyncfeed.feed")
 
 
 @final
-class Feed(BlockingFeed):
+class _Keyed:
+    """What ``from_keys`` hands ``__init__``: the keyed fetcher and its keys."""
+
+    __slots__ = ("fn", "spec")
+
+    def __init__(self, fn: FetchOneFn, spec: KeySpec) -> None:
+        self.fn: Final = fn
+        self.spec: Final = spec
+
+
+@final
+class Feed:
     """A streaming input pipeline: fetchers → bounded chunk queue → rebatcher → batches.
 
     Args:
         fetch: ``fetch(worker_id, batch_size)`` returning a chunk (a list of arrays, one per
-            blob, or a mapping blob → array) or None for "nothing this time". ``async def``
-            fetchers run as ``concurrency`` tasks on the loop; plain functions run in
-            ``executor`` (default: a pool of ``concurrency`` daemon threads).
+            blob, or a mapping blob → array) or None for "nothing this time" (called again
+            after a short backoff). ``async def`` fetchers run on the feed's loop; plain
+            functions on threads (see ``executor``).
         blobs: blob names, in the order chunks hold their arrays.
         batch_size: rows per batch (also passed to ``fetch`` as a hint).
-        concurrency: number of fetch workers.
-        source: chunk-queue name; feeds of one source on one loop share its queue.
-        max_buffered_chunks: bound of the chunk queue. Sync fetchers on the feed's own
-            threads may hold up to half as many more, made ahead of their workers.
-        prefetch_batches: full batches kept ready for the consumer.
-        executor: where a sync fetcher runs, one submit per call; a ``ProcessPoolExecutor``
-            needs a picklable fetcher. Not shut down by the feed. Default: ``concurrency``
-            daemon threads, each calling its fetcher over and over (Caffe2's fetcher threads).
-        init_fun: called once with the feed before the fetchers start; may be async.
-        rebatch: False passes every chunk through as one batch (Caffe2's ``dont_rebatch``).
-        drop_last: for finite sources, drop the final partial batch (counted as dropped).
-        max_errors: None stops the feed on the first failed fetch or bad chunk; N skips
-            failures (counted) and stops once more than N occurred.
-        log_interval: seconds between stats log lines and external-logger calls; None: never.
-        external_loggers: objects with ``log(dict)`` called every ``log_interval``.
-        sink: hand every batch to ``sink.put`` on a dedicated thread instead of delivering
-            it to ``async for`` / ``get()`` (see ``asyncfeed.sinks``); up to 4 batches wait
-            for that thread besides the sink's own capacity. Stopping the feed closes the
-            sink; the sink's reader closing it stops the feed (rows not taken are counted
-            as ``sink_closed``); a finite feed closes it after its last batch.
-        processes: None runs the fetchers in this process; N runs them in N worker
-            processes, each with its own event loop and its share of ``concurrency`` (sync
-            fetchers on a thread pool inside each). Chunks come back to this process, where
-            checking, rebatching and accounting happen as usual. The fetcher must be
-            picklable and create its sessions lazily, in the loop that runs it.
-        start_method: how worker processes start: ``"spawn"`` (default), ``"forkserver"``
-            or ``"fork"`` (no pickling needed).
-        worker_init: ``worker_init(worker_index)``, called once in each worker process
-            before it fetches (per-process sessions, RNG seeds); may be async.
+        **options: ``concurrency``, ``source``, ``max_buffered_chunks``,
+            ``prefetch_batches``, ``executor``, ``init_fun``, ``rebatch``, ``drop_last``,
+            ``max_errors``, ``log_interval``, ``external_loggers``, ``sink``, ``workers``
+            (or its shorthand ``processes``, ``start_method``, ``worker_init``); each is
+            described, with its default, in :class:`~asyncfeed.options.FeedOptions`.
 
     Consume with ``async with feed: async for batch in feed: ...`` on the caller's loop, or
-    ``feed.start()``, ``feed.get()`` / ``for batch in feed``, ``feed.stop()`` from
-    synchronous code (the feed then runs on a private loop thread).
+    ``with feed: for batch in feed: ...`` (``start()``, ``get()``, ``stop()``) from
+    synchronous code; the feed then runs on a private loop thread. A feed made with
+    ``sink=`` is read from its sink instead.
 
     Raises:
         ConfigError: at construction, for any invalid argument.
@@ -114,41 +78,42 @@ class Feed(BlockingFeed):
         *,
         blobs: Sequence[str],
         batch_size: int,
-        concurrency: int = 4,
-        source: str = "train",
-        max_buffered_chunks: int = 800,
-        prefetch_batches: int = 2,
-        executor: Executor | None = None,
-        init_fun: Callable[[Feed], Any] | None = None,
-        rebatch: bool = True,
-        drop_last: bool = False,
-        max_errors: int | None = None,
-        log_interval: float | None = 60.0,
-        external_loggers: Sequence[ExternalLogger] = (),
-        sink: Sink | None = None,
-        processes: int | None = None,
-        start_method: str | None = None,
-        worker_init: Callable[[int], Any] | None = None,
+        **options: Unpack[FeedKwargs],
     ) -> None:
-        options = FeedOptions.check(
-            blobs=blobs,
-            batch_size=batch_size,
-            concurrency=concurrency,
-            source=source,
-            max_buffered_chunks=max_buffered_chunks,
-            prefetch_batches=prefetch_batches,
-            executor=executor,
-            init_fun=init_fun,
-            rebatch=rebatch,
-            drop_last=drop_last,
-            max_errors=max_errors,
-            log_interval=log_interval,
-            external_loggers=external_loggers,
+        raw: object = fetch
+        keyed = raw if isinstance(raw, _Keyed) else None
+        fn: Callable[..., Any] = fetch if keyed is None else keyed.fn
+        if not callable(fn):
+            raise ConfigError(f"the fetcher must be callable, got {fn!r}")
+        opts = FeedOptions.check(
+            blobs=blobs, batch_size=batch_size, keyed=keyed is not None, **options
         )
-        procs = ProcessOptions.check(
-            fetch, options, processes=processes, start_method=start_method, worker_init=worker_init
+        workers = opts.workers
+        sizing = plan(
+            opts.concurrency,
+            opts.max_buffered_chunks,
+            own_threads=opts.executor is None and not is_async_callable(fn),
+            processes=None if workers is None else workers.n,
         )
-        self._setup(fetch, options, keys=None, sink=sink, procs=procs)
+        self.worker_ids: Final[tuple[int, ...]] = (
+            tuple(next_worker_id() for _ in range(opts.concurrency)) if keyed is None else ()
+        )
+        self._spec: Final = RunSpec(
+            fn=fn,
+            options=opts,
+            keys=None if keyed is None else keyed.spec,
+            worker_ids=self.worker_ids,
+            sizing=sizing,
+            process_spec=(
+                None
+                if workers is None
+                else workers.spec(fn, threads=sizing.per_process, source=opts.source)
+            ),
+        )
+        self._life: Final = Lifecycle()
+        self._sync: Final = SyncFace()
+        self._run: Run | None = None
+        self._finalizer: weakref.finalize[Any, Feed] | None = None
 
     @classmethod
     def from_keys(
@@ -158,23 +123,9 @@ class Feed(BlockingFeed):
         *,
         blobs: Sequence[str],
         batch_size: int,
-        concurrency: int = 4,
         ordered: bool = False,
         shard: tuple[int, int] | None = None,
-        drop_last: bool = False,
-        source: str = "keys",
-        max_buffered_chunks: int = 800,
-        prefetch_batches: int = 2,
-        executor: Executor | None = None,
-        init_fun: Callable[[Feed], Any] | None = None,
-        rebatch: bool = True,
-        max_errors: int | None = None,
-        log_interval: float | None = 60.0,
-        external_loggers: Sequence[ExternalLogger] = (),
-        sink: Sink | None = None,
-        processes: int | None = None,
-        start_method: str | None = None,
-        worker_init: Callable[[int], Any] | None = None,
+        **options: Unpack[FeedKwargs],
     ) -> Feed:
         """A finite (or endless) feed over ``keys``: ``fetch_one(key)`` returns one chunk.
 
@@ -182,122 +133,55 @@ class Feed(BlockingFeed):
         order, holding at most ``concurrency`` finished chunks for reordering.
         ``shard=(rank, world_size)`` takes every ``world_size``-th key from ``rank``. After
         the last key the final partial batch is delivered (or dropped with ``drop_last``)
-        and iteration ends. A keyed feed's chunk queue is its own, never shared. With
-        ``processes=N`` this process still iterates, shards and orders the keys, and hands
-        each to a worker process; keys must then be picklable.
+        and iteration ends. A keyed feed's chunk queue is its own (``source`` defaults to
+        ``"keys"``). With worker processes this process still iterates, shards and orders
+        the keys, and hands each to a worker; keys must then be picklable. The other
+        options are :class:`Feed`'s.
 
         Raises:
             ConfigError: for any invalid argument.
         """
-        if not isinstance(ordered, bool):
-            raise ConfigError(f"ordered must be a bool, got {ordered!r}")
-        options = FeedOptions.check(
-            blobs=blobs,
-            batch_size=batch_size,
-            concurrency=concurrency,
-            source=source,
-            max_buffered_chunks=max_buffered_chunks,
-            prefetch_batches=prefetch_batches,
-            executor=executor,
-            init_fun=init_fun,
-            rebatch=rebatch,
-            drop_last=drop_last,
-            max_errors=max_errors,
-            log_interval=log_interval,
-            external_loggers=external_loggers,
-        )
-        procs = ProcessOptions.check(
-            fetch_one,
-            options,
-            processes=processes,
-            start_method=start_method,
-            worker_init=worker_init,
-        )
-        feed = cls.__new__(cls)
-        feed._setup(
-            fetch_one, options, keys=(keys, ordered, check_shard(shard)), sink=sink, procs=procs
-        )
-        return feed
-
-    def _setup(
-        self,
-        fn: Callable[..., Any],
-        options: FeedOptions,
-        keys: tuple[Keys, bool, tuple[int, int]] | None,
-        sink: Sink | None,
-        procs: ProcessOptions | None = None,
-    ) -> None:
-        if not callable(fn):
-            raise ConfigError(f"the fetcher must be callable, got {fn!r}")
-        self._fn = fn
-        self._opts = options
-        self._keys = keys
-        self._procs = procs
-        self._pool: WorkerPool | None = None
-        self._state = FeedState.NEW
-        self._lock = threading.Lock()
-        self.worker_ids: tuple[int, ...] = (
-            tuple(next_worker_id() for _ in range(options.concurrency)) if keys is None else ()
-        )
-        self._counters = FeedCounters()
-        self._stage: RebatchStage | None = None
-        self._batches: Channel[Batch] = Channel(options.prefetch_batches)
-        self._lag = LagWarning(options.source)
-        self._own_pool: DaemonThreadPool | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._sq: SourceQueue | None = None
-        self._runner: asyncio.Task[None] | None = None
-        self._portal: LoopThread | None = None
-        self._error: BaseException | None = None
-        self._error_seen = False
-        self._stop_requested = False
-        self._resources = contextlib.AsyncExitStack()
-        self._finished = False
-        self._stopping: concurrent.futures.Future[None] | None = None
-        self._getters: set[concurrent.futures.Future[Batch]] = set()  # get() calls waiting
-        self._stop_cause = DropCause.STOP
-        self._bridge = (
-            None
-            if sink is None
-            else SinkBridge(
-                check_sink(sink),
-                name=f"asyncfeed-{options.source}-sink",
-                on_delivered=self._counters.delivered,
-            )
-        )
+        spec = KeySpec.check(keys, ordered=ordered, shard=shard)
+        keyed = cast(FetchFn, _Keyed(fetch_one, spec))
+        return cls(keyed, blobs=blobs, batch_size=batch_size, **options)
 
     # -- properties ---------------------------------------------------------------------------
 
     @property
     def state(self) -> FeedState:
-        return self._state
+        return self._life.state
+
+    @property
+    def options(self) -> FeedOptions:
+        """The validated options, defaults filled in."""
+        return self._spec.options
 
     @property
     def blobs(self) -> tuple[str, ...]:
-        return self._opts.blobs
+        return self._spec.options.blobs
 
     @property
     def batch_size(self) -> int:
-        return self._opts.batch_size
+        return self._spec.options.batch_size
 
     @property
     def source(self) -> str:
-        return self._opts.source
+        return self._spec.options.source
 
     @property
     def concurrency(self) -> int:
-        return self._opts.concurrency
+        return self._spec.options.concurrency
 
     @property
     def error(self) -> BaseException | None:
         """The error that stopped the feed, or None; reading it does not count as seeing it."""
-        return self._error
+        return None if self._run is None else self._run.error
 
     def __repr__(self) -> str:
-        kind = "keyed" if self._keys is not None else "seed"
+        kind = "keyed" if self._spec.keys is not None else "seed"
         return (
             f"<Feed {kind} source={self.source!r} blobs={list(self.blobs)} "
-            f"batch_size={self.batch_size} state={self._state.value}>"
+            f"batch_size={self.batch_size} state={self.state.value}>"
         )
 
     # -- lifecycle on the caller's loop --------------------------------------------------------
@@ -317,99 +201,69 @@ class Feed(BlockingFeed):
             log.warning("feed %r also failed while the consumer raised", self, exc_info=True)
 
     def _open(self) -> None:
-        """Start the runner task on the running loop (NEW → RUNNING)."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._state is not FeedState.NEW:
-                raise FeedStateError(
-                    f"a feed starts once; this one is {self._state.value} (create a new Feed)"
-                )
-            self._state = FeedState.RUNNING
-            self._loop = loop  # from here on, stop() goes through the loop
+        """On the loop that will run the feed: NEW → RUNNING, make and start the run.
+
+        Raises:
+            FeedStateError: the feed was started or stopped before.
+            ConfigError: another feed of the same source uses other blobs or queue size.
+        """
+        self._life.start()
         try:
-            self._sq = attach_source(
-                self._opts.source,
-                self._opts.blobs,
-                self._opts.max_buffered_chunks,
-                shared=self._keys is None,
-            )
+            run = Run(self._spec, self._life)
         except BaseException:
-            self._state = FeedState.STOPPED
-            self._loop = None
+            self._life.stopped()
             raise
-        self._stage = RebatchStage(
-            self._sq.channel,
-            self._batches,
-            Rebatcher(
-                self._opts.blobs,
-                self._opts.batch_size,
-                rebatch=self._opts.rebatch,
-                allocate=None if self._bridge is None else allocator_of(self._bridge.sink),
-            ),
-            self._sq.ledger,
-            drop_last=self._opts.drop_last,
-            on_starved=self._on_starved,
-        )
-        self._runner = loop.create_task(self._run(), name=f"asyncfeed-{self.source}-runner")
+        self._run = run
+        self._life.on_stopped(functools.partial(self._sync.answer_waiting, run))
+        self._finalizer = weakref.finalize(self, _forgotten, run, self._life, repr(self))
+        run.start(self)
 
     async def aclose(self, *, timeout: float = 5.0) -> None:
         """Stop the feed and wait for it, within ``timeout`` seconds. Idempotent.
 
-        Rows in flight are counted as dropped. Sync fetchers stuck in a call are abandoned.
+        Rows in flight are counted as dropped. Sync fetchers stuck in a call are abandoned;
+        worker processes that ignore the stop are terminated, then killed, in time.
         Cancelling the caller meanwhile does not cut the stop short: the feed still stops
         (within ``timeout``), then the cancellation goes on.
 
         Raises:
-            FeedTimeoutError: the feed's tasks did not end within ``timeout``.
+            FeedTimeoutError: the feed's tasks did not end within ``timeout`` (a fetcher
+                swallows cancellation or blocks the event loop).
             AsyncFeedError: the error that stopped the feed, if the consumer has not seen it.
         """
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            if self._state is FeedState.NEW:
-                self._state = FeedState.STOPPED
-                self._close_sink(DropCause.STOP)
-                return
-            if self._state is FeedState.RUNNING:
-                self._state = FeedState.STOPPING
-                self._stop_requested = True
-                assert self._runner is not None
-                self._runner.cancel()
-        runner = self._runner
-        cancelled: asyncio.CancelledError | None = None
-        if runner is not None and not runner.done():
-            cancelled = await _wait_through_cancel(runner, deadline)
-            if not runner.done():
-                if cancelled is not None:
-                    raise cancelled
-                raise FeedTimeoutError(
-                    f"feed {self.source!r} did not stop within {timeout} s; a fetcher may be "
-                    "swallowing cancellation or blocking the event loop"
-                )
-        if self._state is not FeedState.STOPPED:
-            self._finish()  # no-op unless the runner was cancelled before its first step
-            self._drop_batches(DropCause.STOP)
-            self._stopped()
-            stop_at_exit(self, enabled=False)
-            pool = self._own_pool
-            if pool is not None:
-                remaining = max(0.0, deadline - time.monotonic())
-                await to_thread(pool.join, remaining, name=f"asyncfeed-{self.source}-join")
-            if self._bridge is not None:
-                remaining = max(0.0, deadline - time.monotonic())
-                await self._bridge.wait_ended(remaining)
+        await self._aclose_by(time.monotonic() + timeout, timeout)
+
+    async def _aclose_by(self, deadline: float, timeout: float) -> None:
+        if self._life.begin_stop() is FeedState.NEW:
+            self._close_unstarted_sink()
+            return
+        run = self._run
+        cancelled = None if run is None else await run.stop(deadline, timeout)
+        self._life.stopped()
+        stop_at_exit(self, enabled=False)
+        if self._finalizer is not None:
+            self._finalizer.detach()
         if cancelled is not None:
             raise cancelled
         self._raise_unseen()
 
     def _raise_unseen(self) -> None:
-        if self._error is not None and not self._error_seen:
-            self._error_seen = True
-            raise self._error
+        if self._run is not None:
+            self._run.raise_unseen()
+
+    def _close_unstarted_sink(self) -> None:
+        sink = self._spec.options.sink
+        if sink is not None:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("closing sink %r failed", sink)
 
     def _check_no_sink(self) -> None:
-        if self._bridge is not None:
+        sink = self._spec.options.sink
+        if sink is not None:
             raise FeedStateError(
-                f"this feed hands its batches to the sink {self._bridge.sink!r}; "
+                f"this feed hands its batches to the sink {sink!r}; "
                 "read them from the sink, not from the feed"
             )
 
@@ -420,238 +274,106 @@ class Feed(BlockingFeed):
 
     async def __anext__(self) -> Batch:
         self._check_no_sink()
-        if self._loop is None:
+        run = self._run
+        if run is None:
             raise FeedStateError("the feed is not started; use 'async with feed:' first")
-        if asyncio.get_running_loop() is not self._loop:
-            raise FeedStateError(
-                "the feed runs on another event loop; use feed.get() from this thread"
-            )
-        batches = self._batches
-        try:
-            batch = await batches.get()  # returns at once when a batch is ready
-        except ChannelClosed:
-            self._raise_end()
-        self._delivered(batch)
-        return batch
+        _check_on_loop(run)
+        return await run.next_batch()
 
-    def _raise_end(self) -> Any:
-        if self._error is not None:
-            self._error_seen = True
-            raise self._error
-        raise StopAsyncIteration
+    # -- the synchronous face ------------------------------------------------------------------
 
-    def _delivered(self, batch: Batch) -> None:
-        assert self._sq is not None
-        self._sq.ledger.deliver(batch.rows, Stage.BATCHED)
-        self._counters.delivered(batch.rows)
+    def start(self, *, timeout: float = 30.0) -> None:
+        """Run the feed on the process-wide private loop thread; returns once it runs.
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
-        """Run ``coro`` as a task on the feed's loop (the blocking face's getters)."""
-        assert self._loop is not None
-        return self._loop.create_task(coro, name=f"asyncfeed-{self.source}-{what}")
-
-    # -- the runner ----------------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        assert self._sq is not None and self._stage is not None
-        try:
-            if self._procs is None:  # with processes=N the workers open it, lazily
-                await open_fetcher(self._fn, self, self._resources)
-            if self._opts.init_fun is not None:
-                await self._call_init(self._opts.init_fun)
-            async with asyncio.TaskGroup() as tg:
-                services = self._start_producers(tg)  # run until the stage ends
-                last = tg.create_task(self._stage.run(), name=f"asyncfeed-{self.source}-rebatch")
-                if self._bridge is not None:
-                    last = tg.create_task(
-                        self._bridge.run(self._batches, self._sq.ledger, self._on_sink_closed),
-                        name=f"asyncfeed-{self.source}-sink",
-                    )
-                if self._opts.log_interval is not None:
-                    services.append(
-                        tg.create_task(
-                            log_every(
-                                self._opts.log_interval, self.stats, self._opts.external_loggers
-                            )
-                        )
-                    )
-                await asyncio.wait({last})
-                for service in services:
-                    service.cancel()
-        except asyncio.CancelledError:
-            if not self._stop_requested:
-                self._fail(FeedStateError(f"feed {self.source!r} was cancelled by its event loop"))
-            raise
-        except BaseExceptionGroup as group:
-            self._fail(first_error(group))
-        except Exception as exc:
-            self._fail(exc)
-        finally:
-            try:
-                await self._resources.aclose()  # the fetcher's session, pools: never raises
-            finally:
-                self._finish()
-
-    async def _call_init(self, init_fun: Callable[[Feed], Any]) -> None:
-        try:
-            if is_async_callable(init_fun):
-                await init_fun(self)
-            else:
-                await to_thread(init_fun, self, name=f"asyncfeed-{self.source}-init")
-        except Exception as exc:
-            raise FetchError(f"init_fun {init_fun!r} failed: {type(exc).__name__}: {exc}") from exc
-
-    def _start_producers(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
-        """Create the fetch tasks; return the service tasks to cancel once the stage ends."""
-        assert self._sq is not None
-        opts = self._opts
-        executor = opts.executor
-        fn = self._fn
-        services: list[asyncio.Task[None]] = []
-        if self._procs is not None:  # fetch calls go to worker processes
-            pool = self._pool = WorkerPool(
-                self._procs, source=opts.source, worker_ids=self.worker_ids
-            )
-            services.append(tg.create_task(pool.run(), name=f"asyncfeed-{opts.source}-procs"))
-            fn = pool.fetch if self._keys is None else pool.fetch_one
-        elif executor is None and not is_async_callable(fn):
-            executor = self._own_pool = DaemonThreadPool(
-                opts.concurrency, f"asyncfeed-{opts.source}-fetch"
-            )
-        fetcher = Fetcher(
-            fn,
-            schema=self._sq.schema,
-            ledger=self._sq.ledger,
-            chunks=self._sq.channel,
-            counters=self._counters,
-            executor=executor,
-            on_error=ErrorBudget(opts.max_errors, self._counters),
-            stop_cause=self._held_rows_cause,
-            pump_ahead=pump_ahead(opts.max_buffered_chunks, opts.concurrency),
-        )
-        if self._keys is None:
-            for wid in self.worker_ids:
-                tg.create_task(
-                    fetcher.run_seed_worker(wid, opts.batch_size),
-                    name=f"asyncfeed-{opts.source}-worker-{wid}",
-                )
-            return services
-        keys, ordered, shard = self._keys
-        key_channel: Channel[tuple[int, Any]] = Channel(opts.concurrency)
-        reorder = Reorderer() if ordered else None
-        live = [opts.concurrency]
-
-        async def key_worker() -> None:
-            await fetcher.run_key_worker(key_channel, reorder)
-            live[0] -= 1
-            if live[0] == 0:
-                assert self._sq is not None
-                self._sq.channel.close()  # end of data: the rebatch stage flushes and ends
-
-        tg.create_task(
-            dispatch_keys(keys, shard, key_channel), name=f"asyncfeed-{opts.source}-keys"
-        )
-        for i in range(opts.concurrency):
-            tg.create_task(key_worker(), name=f"asyncfeed-{opts.source}-worker-{i}")
-        return services
-
-    def _held_rows_cause(self) -> DropCause:
-        """Why rows held by a cancelled stage are dropped: a requested stop, or a failure."""
-        return self._stop_cause if self._stop_requested else DropCause.ERROR
-
-    def _on_starved(self) -> None:
-        """The rebatch stage found the chunk queue empty: warn if the consumer waits too."""
-        if not self._batches and self._counters.batches_delivered and self._sq is not None:
-            self._lag.check(0, self._sq.channel.maxsize)
-
-    def _fail(self, exc: BaseException) -> None:
-        if self._error is None:
-            self._error = exc
-            log.debug("feed %r stopping on %r", self, exc)
-
-    def _finish(self) -> None:
-        """Runner cleanup: account for every row still held, close channels, leave the source.
-
-        Runs once: at the end of the runner, or from ``aclose()`` when the runner was
-        cancelled before it ever ran.
+        Raises:
+            FeedStateError: the feed was already started or stopped.
+            ConfigError: another feed of the same source uses other blobs or queue size.
         """
-        sq = self._sq
-        assert sq is not None
-        if self._finished:
+        if self.state is not FeedState.NEW:
+            self._life.start()  # raises the lifecycle's exact message
+        self._sync.start(self._open, timeout)
+        stop_at_exit(self)
+
+    def stop(self, *, timeout: float = 5.0) -> None:
+        """Stop the feed from any thread other than its loop's, within ``timeout`` seconds.
+
+        Safe in every state and idempotent.
+
+        Raises:
+            FeedTimeoutError: the feed did not stop in time (its loop is blocked, or a
+                fetcher swallows cancellation).
+            AsyncFeedError: the error that stopped the feed, if not yet seen by the consumer.
+        """
+        deadline = time.monotonic() + timeout
+        if self._life.stop_if_new():
+            self._close_unstarted_sink()
             return
-        self._finished = True
-        cause = DropCause.ERROR if self._error is not None else self._stop_cause
-        self._close_sink(cause)
-        if self._stage is not None:
-            self._stage.discard(cause)
-        if self._error is not None or self._stop_requested:
-            self._drop_batches(cause)
-        self._batches.close()
-        if detach_source(sq):
-            sq.channel.close()
-            for _, rows, _ in sq.channel.drain():
-                sq.ledger.drop(rows, Stage.QUEUED, cause)
-        if self._own_pool is not None:
-            self._own_pool.shutdown(wait=False, cancel_futures=True)
-        with self._lock:
-            if self._state is FeedState.RUNNING:
-                self._state = FeedState.STOPPING  # ended on its own: aclose() completes it
+        run = self._run
+        loop = run.loop if run is not None else self._sync.portal_loop()
+        self._sync.stop(loop, self._aclose_by, self._raise_unseen, deadline, timeout)
 
-    def _on_sink_closed(self) -> None:
-        """The sink's reader closed it: stop as ``aclose()`` would, rows counted as sink_closed."""
-        log.info("feed %r stopping: its sink was closed", self)
-        self._stop_requested = True
-        self._stop_cause = DropCause.SINK_CLOSED
-        assert self._runner is not None
-        self._runner.cancel()
+    def get(self, *, timeout: float | None = None) -> Batch:
+        """The next batch, for a consumer thread other than the feed's loop.
 
-    def _close_sink(self, cause: DropCause) -> None:
-        if self._bridge is not None:
-            self._bridge.shutdown(cause)
+        Raises:
+            FeedTimeoutError: no batch within ``timeout`` seconds (nothing is lost).
+            FeedExhausted: a finite feed delivered its last batch, or the feed was stopped.
+            FeedStateError: the feed is not running.
+            AsyncFeedError: the error that stopped the feed.
+        """
+        self._check_no_sink()
+        return self._sync.get(self._run, self._life, timeout)
 
-    def _drop_batches(self, cause: DropCause) -> None:
-        if self._sq is None:
-            return
-        for batch in self._batches.drain():
-            self._sq.ledger.drop(batch.rows, Stage.BATCHED, cause)
+    def __iter__(self) -> Iterator[Batch]:
+        """Iterate batches from a thread other than the feed's loop, until the feed ends."""
+        while True:
+            try:
+                yield self.get()
+            except FeedExhausted:
+                return
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: object
+    ) -> None:
+        try:
+            self.stop()
+        except AsyncFeedError:
+            if et is None:
+                raise
+            log.warning("feed %r also failed while the consumer raised", self, exc_info=True)
 
     # -- stats ---------------------------------------------------------------------------------
 
     def stats(self) -> FeedStats:
         """A consistent snapshot; callable from any thread, in any state."""
-        sq = self._sq
-        return self._counters.snapshot(
+        run = self._run
+        if run is not None:
+            return run.stats(self.state.value)
+        return FeedCounters().snapshot(
             source=self.source,
-            state=self._state.value,
-            ledger=None if sq is None else sq.ledger,
-            chunk_queue_depth=0 if sq is None else len(sq.channel),
-            batch_queue_depth=len(self._batches),
-            hosts=(
-                self._pool.host_stats() if self._pool is not None else fetcher_host_stats(self._fn)
-            ),
+            state=self.state.value,
+            ledger=None,
+            chunk_queue_depth=0,
+            batch_queue_depth=0,
+            hosts={},
         )
 
-    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        state = getattr(self, "_state", FeedState.STOPPED)
-        if state in (FeedState.RUNNING, FeedState.STOPPING):
-            _warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=2)
+
+def _check_on_loop(run: Run) -> None:
+    if asyncio.get_running_loop() is not run.loop:
+        raise FeedStateError("the feed runs on another event loop; use feed.get() from this thread")
 
 
-async def _wait_through_cancel(
-    task: asyncio.Task[None], deadline: float
-) -> asyncio.CancelledError | None:
-    """Wait for ``task`` until ``deadline``, even when cancelled meanwhile.
-
-    A feed that is stopping finishes stopping first; the cancellation is returned for the
-    caller to re-raise once it has (None when there was none).
-    """
-    cancelled: asyncio.CancelledError | None = None
-    while not task.done():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        try:
-            await asyncio.wait({task}, timeout=remaining)
-        except asyncio.CancelledError as exc:
-            cancelled = exc
-    return cancelled
+def _forgotten(run: Run, life: Lifecycle, name: str) -> None:
+    """A feed was collected while it ran: warn, and have its loop stop the run."""
+    if life.state is FeedState.STOPPED:
+        return
+    warnings.warn(f"unclosed {name}", ResourceWarning, stacklevel=2)
+    try:
+        run.loop.call_soon_threadsafe(run.abandon)
+    except RuntimeError:  # its loop is closed: nothing of it runs any more
+        pass

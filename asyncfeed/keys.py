@@ -4,16 +4,39 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable
-from typing import Any, final
+from dataclasses import dataclass
+from typing import Any, cast, final
 
 from .errors import ConfigError
 
-__all__ = ["Reorderer", "check_shard", "iterate_keys"]
+__all__ = ["KeySpec", "Keys", "Reorderer", "check_shard", "iterate_keys"]
 
 Keys = Iterable[Any] | AsyncIterable[Any]
 
 
-def check_shard(shard: tuple[int, int] | None) -> tuple[int, int]:
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """The keys of a keyed feed and how they are walked: fixed when the feed is made."""
+
+    keys: Keys
+    ordered: bool
+    shard: tuple[int, int]
+
+    @classmethod
+    def check(cls, keys: object, *, ordered: object, shard: object) -> KeySpec:
+        """Validate ``from_keys``'s key options.
+
+        Raises:
+            ConfigError: the message names the option and the value given.
+        """
+        if not isinstance(keys, Iterable | AsyncIterable):
+            raise ConfigError(f"keys must be an iterable or async iterable, got {keys!r}")
+        if not isinstance(ordered, bool):
+            raise ConfigError(f"ordered must be a bool, got {ordered!r}")
+        return cls(keys, ordered, check_shard(shard))
+
+
+def check_shard(shard: object) -> tuple[int, int]:
     """Validate ``shard=(rank, world_size)``; None means (0, 1).
 
     Raises:
@@ -22,7 +45,7 @@ def check_shard(shard: tuple[int, int] | None) -> tuple[int, int]:
     if shard is None:
         return 0, 1
     try:
-        rank, world_size = shard
+        rank, world_size = cast(tuple[object, object], shard)
     except (TypeError, ValueError):
         raise ConfigError(f"shard must be a (rank, world_size) pair, got {shard!r}") from None
     if not isinstance(rank, int) or not isinstance(world_size, int) or world_size < 1:

@@ -45,9 +45,17 @@ RECYCLED_BATCHES: Final = 8
 
 # Reuse is decided by reference counts, exact only where the GIL is on.
 _RECYCLE: Final = bool(getattr(sys, "_is_gil_enabled", lambda: True)())
-# References to an idle pooled array seen by ``_idle``: its pool list, the loop variable,
-# getrefcount's argument.
-_IDLE_REFS: Final = 3
+
+
+def _most_refs(buffers: list[np.ndarray]) -> int:
+    """The highest reference count among ``buffers``, as this interpreter counts it here."""
+    return max(sys.getrefcount(b) for b in buffers)
+
+
+# What ``_most_refs`` sees for arrays that only their list references: measured on this
+# interpreter, not assumed, since interpreters differ in the temporary references they count
+# (a count too low would let a buffer be refilled under a consumer's view).
+_IDLE_REFS: Final = _most_refs([np.empty(0)])
 
 
 @final
@@ -291,4 +299,4 @@ class Rebatcher:
 
 def _idle(buffers: list[np.ndarray]) -> bool:
     """True when only the recycling pool references these arrays (no batch, no view)."""
-    return all(sys.getrefcount(b) <= _IDLE_REFS for b in buffers)
+    return _most_refs(buffers) <= _IDLE_REFS

@@ -238,23 +238,51 @@ def test_worker_ids_are_unique(counter: CounterSource) -> None:
 
 
 @pytest.mark.timeout(20)
-def test_init_fun_runs_once_before_the_first_fetch(counter: CounterSource) -> None:
+def test_init_fun_gets_caffe2s_two_coordinators_once_before_any_fetch(
+    counter: CounterSource,
+) -> None:
     events: list[str] = []
 
-    def init(feed: af.Feed) -> None:
-        events.append(f"init {feed.source}")
+    def init(
+        data_coordinator: data_workers.DataInputCoordinator,
+        global_coordinator: GlobalCoordinator,
+    ) -> None:
+        assert global_coordinator is data_workers._coordinator
+        assert not data_coordinator.is_active()  # its fetchers have not started
+        ids = data_coordinator.get_worker_ids()
+        events.append(f"init {data_coordinator.input_source_name} {len(ids)}")
 
     def fetch(worker_id: int, batch_size: int) -> list[np.ndarray]:
         events.append("fetch")
         return counter.chunk(4)
 
-    coordinator = init_data_input_workers(None, ["ids", "x"], fetch, 4, init_fun=init)
+    coordinator = init_data_input_workers(
+        None, ["ids", "x"], fetch, 4, num_worker_threads=2, init_fun=init
+    )
+    init_data_input_workers(None, ["ids", "x"], fetch, 4, input_source_name="test", init_fun=init)
     coordinator.start()
     read(coordinator.get_queues()["ids"])
     coordinator.start()
     assert coordinator.stop() is True
-    assert events[0] == "init train" and events.count("init train") == 1
-    assert "fetch" in events
+    assert events[:2] == ["init train 2", "init test 2"]  # every init before any fetch
+    assert events.count("init train 2") == 1 and "fetch" in events
+
+
+def test_a_failing_init_fun_starts_no_feed_and_names_the_source(counter: CounterSource) -> None:
+    def init(data_coordinator: object, global_coordinator: object) -> None:
+        raise RuntimeError("no device")
+
+    def fetch(worker_id: int, batch_size: int) -> list[np.ndarray]:
+        return counter.chunk(4)
+
+    coordinator = init_data_input_workers(None, ["ids", "x"], fetch, 4, init_fun=init)
+    with pytest.raises(
+        af.FetchError, match=r"^init_fun of input source 'train' failed: RuntimeError: no device$"
+    ) as info:
+        coordinator.start()
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert counter.issued == 0
+    assert coordinator.stop() is True
 
 
 @pytest.mark.timeout(20)

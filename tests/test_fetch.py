@@ -77,3 +77,52 @@ async def test_a_worker_holds_no_chunk_while_its_next_call_runs(flavour: str) ->
             assert not watch.first_alive()
     finally:
         watch.release.set()
+
+
+class NothingYet:
+    """A fetcher with nothing to give, ever; counts its calls, and says when it has been
+    called ``ready_after`` times (the feed is past its start-up)."""
+
+    def __init__(self, ready_after: int = 50) -> None:
+        self.calls = 0
+        self.ready_after = ready_after
+        self.ready = threading.Event()
+
+    def __call__(self, worker_id: int, batch_size: int) -> None:
+        self.calls += 1
+        if self.calls >= self.ready_after:
+            self.ready.set()
+        return None
+
+
+class AsyncNothingYet(NothingYet):
+    async def __call__(self, worker_id: int, batch_size: int) -> None:  # type: ignore[override]
+        return super().__call__(worker_id, batch_size)
+
+
+@pytest.mark.parametrize("kind", ["async", "pumped", "executor"])
+async def test_a_feed_whose_fetchers_return_only_none_uses_under_5_percent_of_a_core(
+    kind: str,
+) -> None:
+    """None means "nothing this time": the worker backs off (1 ms doubling to 50 ms)."""
+    import concurrent.futures
+    import time
+
+    fetch: Any = AsyncNothingYet(ready_after=4 * 8) if kind == "async" else NothingYet(4 * 8)
+    pool = concurrent.futures.ThreadPoolExecutor(4) if kind == "executor" else None
+    feed = af.Feed(fetch, blobs=["x"], batch_size=4, concurrency=4, executor=pool)
+    try:
+        async with feed:
+            assert await to_thread(fetch.ready.wait, 10, name="test-wait")  # past the ramp
+            cpu, wall = time.process_time(), time.monotonic()
+            calls = fetch.calls
+            await to_thread(threading.Event().wait, 1.0, name="test-idle")  # let it idle
+            cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+            calls = fetch.calls - calls
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    assert cpu / wall < 0.05, f"{cpu / wall:.1%} of a core"
+    # 4 workers at one call per 50 ms: about 80 calls a second, not thousands
+    assert calls <= 4 * (wall / 0.05 + 8), calls
+    assert feed.stats().fetch_none >= 4 * 8

@@ -1,8 +1,7 @@
-"""Settings of ``processes=N``, checked when the feed is made, and what each worker runs."""
+"""``workers=Processes(n, ...)`` (or ``processes=n``): the option group, and what workers run."""
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import pickle
 from collections.abc import Callable
@@ -10,10 +9,79 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from ..options import FeedOptions, check_positive_int
 from . import ring
 
-__all__ = ["ProcessOptions", "WorkerSpec"]
+__all__ = ["Processes", "WorkerSpec"]
+
+MAX_PROCESSES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Processes:
+    """Run a feed's fetch calls in ``n`` worker processes, each with its own event loop.
+
+    The feed's process keeps key order, sharding, the error budget, the checks, the ledger,
+    the rebatcher and the consumer; only the fetch calls move. Each process gets its share of
+    ``concurrency`` (sync fetchers on a thread pool inside each).
+
+    Args:
+        n: worker processes (the shorthand is ``processes=n``).
+        start_method: ``"spawn"`` (default), ``"forkserver"`` or ``"fork"`` (nothing needs
+            to pickle). With the first two, the fetcher and ``worker_init`` must pickle, and
+            scripts need the ``if __name__ == "__main__":`` guard.
+        worker_init: ``worker_init(worker_index)``, called once in each worker process
+            before it fetches (per-process sessions, RNG seeds); may be async.
+
+    Raises:
+        ConfigError: an invalid value; the message names it.
+    """
+
+    n: int
+    start_method: str | None = None
+    worker_init: Callable[[int], Any] | None = None
+
+    def __post_init__(self) -> None:
+        n: object = self.n
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise ConfigError(f"processes must be an int, got {n!r}")
+        if not 1 <= n <= MAX_PROCESSES:
+            bound = ">= 1" if n < 1 else f"<= {MAX_PROCESSES}"
+            raise ConfigError(f"processes must be {bound}, got {n}")
+        methods = sorted(multiprocessing.get_all_start_methods())
+        if self.start_method is not None and self.start_method not in methods:
+            raise ConfigError(f"start_method must be one of {methods}, got {self.start_method!r}")
+        if self.worker_init is not None and not callable(self.worker_init):
+            raise ConfigError(f"worker_init must be callable, got {self.worker_init!r}")
+
+    @property
+    def method(self) -> str:
+        """The start method used: ``start_method``, or ``"spawn"``."""
+        return self.start_method or "spawn"
+
+    def spec(self, fn: Callable[..., Any], *, threads: int, source: str) -> WorkerSpec:
+        """What every worker runs, checked for pickling where the start method needs it.
+
+        Raises:
+            ConfigError: the fetcher or ``worker_init`` cannot be pickled; names which.
+        """
+        method = self.method
+        if method != "fork":
+            for what, obj in (("fetcher", fn), ("worker_init", self.worker_init)):
+                try:
+                    pickle.dumps(obj)
+                except Exception as exc:
+                    raise ConfigError(
+                        f"processes={self.n} with start_method {method!r} needs a picklable "
+                        f"{what}; {obj!r} cannot be pickled ({type(exc).__name__}: {exc}). "
+                        "Define it at module level, or use start_method='fork'"
+                    ) from None
+        return WorkerSpec(
+            fn=fn,
+            worker_init=self.worker_init,
+            threads=threads,
+            source=source,
+            inline_max=ring.INLINE_MAX_BYTES,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,69 +93,3 @@ class WorkerSpec:
     threads: int
     source: str
     inline_max: int
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessOptions:
-    """Validated ``processes=`` settings of a feed."""
-
-    processes: int
-    start_method: str
-    spec: WorkerSpec
-
-    @classmethod
-    def check(
-        cls,
-        fn: object,
-        options: FeedOptions,
-        *,
-        processes: object,
-        start_method: object,
-        worker_init: object,
-    ) -> ProcessOptions | None:
-        """Validate; None when ``processes`` is None (everything stays in one process).
-
-        Raises:
-            ConfigError: an invalid value, or a fetcher or ``worker_init`` that cannot be
-                pickled for the start method; the message names it.
-        """
-        if processes is None:
-            for name, value in (("start_method", start_method), ("worker_init", worker_init)):
-                if value is not None:
-                    raise ConfigError(f"{name} needs processes=N, got processes=None")
-            return None
-        n = check_positive_int("processes", processes, maximum=1024)
-        concurrency = options.concurrency
-        methods = sorted(multiprocessing.get_all_start_methods())
-        method = "spawn" if start_method is None else start_method
-        if method not in methods:
-            raise ConfigError(f"start_method must be one of {methods}, got {start_method!r}")
-        if worker_init is not None and not callable(worker_init):
-            raise ConfigError(f"worker_init must be callable, got {worker_init!r}")
-        if options.executor is not None:
-            raise ConfigError(
-                "executor cannot be used with processes=N: sync fetchers run in a thread "
-                "pool inside each worker process"
-            )
-        if concurrency < n:
-            raise ConfigError(
-                f"concurrency must be >= processes, got concurrency={concurrency} and processes={n}"
-            )
-        if method != "fork":
-            for what, obj in (("fetcher", fn), ("worker_init", worker_init)):
-                try:
-                    pickle.dumps(obj)
-                except Exception as exc:
-                    raise ConfigError(
-                        f"processes={n} with start_method {method!r} needs a picklable "
-                        f"{what}; {obj!r} cannot be pickled ({type(exc).__name__}: {exc}). "
-                        "Define it at module level, or use start_method='fork'"
-                    ) from None
-        spec = WorkerSpec(
-            fn=fn,  # type: ignore[arg-type]
-            worker_init=worker_init,
-            threads=math.ceil(concurrency / n),
-            source=options.source,
-            inline_max=ring.INLINE_MAX_BYTES,
-        )
-        return cls(processes=n, start_method=method, spec=spec)

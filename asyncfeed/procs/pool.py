@@ -1,19 +1,21 @@
 """``processes=N``: the feed's fetch calls run in N worker processes, one event loop each.
 
-The feed's process keeps everything that needs one owner: key iteration, sharding,
-ordering, the error budget, the chunk checks, the row ledger, the rebatcher and the
-consumer. Its fetch workers call :meth:`WorkerPool.fetch` / :meth:`WorkerPool.fetch_one`
-instead of the user's function; each call is a request to one worker process (a seed-style
-worker id always to the same process; a key to the least busy one) and its answer is the
-user's result, or the user's exception re-raised with the worker's traceback chained
-(``RemoteTraceback``). So ``ordered``, ``shard``, ``drop_last`` and ``max_errors`` mean
-what they mean in one process, and the feed always knows which calls are in flight.
+:class:`WorkerPool` is the feed's worker backend (``backend.WorkerBackend``) for
+``workers=Processes(n)``. The feed's process keeps everything that needs one owner: key
+iteration, sharding, ordering, the error budget, the chunk checks, the row ledger, the
+rebatcher and the consumer. Its fetch workers await the pool's calls instead of the user's
+function; each call is a request to one worker process (a seed-style worker id always to the
+same process; a key to the least busy one) and its outcome is the user's result, or the
+user's exception re-raised with the worker's traceback chained (``RemoteTraceback``). So
+``ordered``, ``shard``, ``drop_last`` and ``max_errors`` mean what they mean in one
+process, and the feed always knows which calls are in flight.
 
-:meth:`WorkerPool.run` (a task of the feed) starts the processes, watches them and stops
-them: STOP, then SIGTERM, then SIGKILL, each bounded, and every process is reaped. A worker
-that dies or cannot start fails the feed with :class:`FetchError` naming it and its exit
-code. Fetchers and ``worker_init`` must be picklable (``spawn`` / ``forkserver``) and should
-create sessions lazily, inside the loop that runs them. See ``wire`` for the transport.
+The run starts the pool, watches it while the workers run, and stops it by the stop's
+deadline: STOP, then SIGTERM, then SIGKILL, each given a share of the time left, and every
+process is reaped. A worker that dies or cannot start fails the feed with
+:class:`FetchError` naming it and its exit code. Fetchers and ``worker_init`` must be
+picklable (``spawn`` / ``forkserver``) and should create sessions lazily, inside the loop
+that runs them. See ``wire`` and ``ring`` for the transport.
 """
 
 from __future__ import annotations
@@ -27,14 +29,16 @@ import pickle
 import signal
 import socket
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any, Final, final
 
+from ..backend import KeyCall, Outcome, SeedCall
 from ..errors import FetchError, RemoteTraceback
 from ..fetchers.hoststats import merge_host_stats
 from . import ring as ring_config
-from .options import ProcessOptions, WorkerSpec
+from .options import Processes, WorkerSpec
 from .ring import Ring, arrays_from_block, create_ring_fd
 from .wire import ARRAYS, CALL, ERROR, FATAL, NONE, OBJECT, STATS, STOP, Link
 from .worker import worker_main
@@ -72,28 +76,32 @@ class WorkerPool:
     """The worker processes of one feed, and the calls in flight to them.
 
     Args:
-        options: the feed's validated process settings.
+        workers: the feed's ``Processes`` option group.
+        spec: what each worker runs.
         source: the feed's source name, for process and thread names.
         worker_ids: seed-style worker ids; id ``worker_ids[i]`` runs in process
-            ``i % processes``. Empty for keyed feeds.
-        ring_bytes: size of each worker's shared-memory ring; None: ``RING_BYTES``;
+            ``i % n``. Empty for keyed feeds.
+        ring_bytes: size of each worker's shared-memory ring; None: ``ring.RING_BYTES``;
             0: every chunk travels inline.
     """
 
+    opens_fetcher = False  # each worker opens its own fetcher, lazily, in its own loop
+
     def __init__(
         self,
-        options: ProcessOptions,
+        workers: Processes,
+        spec: WorkerSpec,
         *,
         source: str,
         worker_ids: Sequence[int] = (),
         ring_bytes: int | None = None,
     ) -> None:
-        self._opts: Final = options
+        self._opts: Final = workers
+        self._spec: Final = spec
         self._source: Final = source
-        self._owner: Final = {wid: i % options.processes for i, wid in enumerate(worker_ids)}
+        self._owner: Final = {wid: i % workers.n for i, wid in enumerate(worker_ids)}
         self._ring_bytes: Final = ring_config.RING_BYTES if ring_bytes is None else ring_bytes
         self._workers: list[_Worker] = []
-        self._started = asyncio.Event()
         self._fatal: asyncio.Future[FetchError] | None = None
         self._requests = itertools.count()
         self._next = 0
@@ -101,16 +109,16 @@ class WorkerPool:
 
     # -- the calls the feed's fetch workers make -----------------------------------------------
 
-    async def fetch(self, worker_id: int, batch_size: int) -> Any:
+    def seed_call(self, worker_id: int, batch_size: int) -> SeedCall:
         """``fn(worker_id, batch_size)`` in the process that owns ``worker_id``."""
-        if not self._started.is_set():
-            await self._started.wait()
-        return await self._call(self._workers[self._owner[worker_id]], (worker_id, batch_size))
+        worker = self._workers[self._owner[worker_id]]
+        return _RemoteCall(self, worker, (worker_id, batch_size))
 
-    async def fetch_one(self, key: Any) -> Any:
+    def key_call(self) -> KeyCall:
         """``fn(key)`` in the worker process with the fewest calls in flight."""
-        if not self._started.is_set():
-            await self._started.wait()
+        return self._call_one
+
+    async def _call_one(self, key: Any) -> Outcome:
         workers = self._workers
         start = self._next
         self._next = (start + 1) % len(workers)
@@ -119,13 +127,22 @@ class WorkerPool:
             w = workers[(start + k) % len(workers)]
             if w.inflight < best.inflight:
                 best = w
-        return await self._call(best, (key,))
+        return await self.call(best, (key,))
+
+    async def call(self, w: _Worker, args: tuple[Any, ...]) -> Outcome:
+        """One call in worker ``w``, timed, as an outcome."""
+        begin = time.perf_counter()
+        try:
+            value = await self._call(w, args)
+        except Exception as exc:
+            return False, exc, time.perf_counter() - begin
+        return True, value, time.perf_counter() - begin
 
     async def _call(self, w: _Worker, args: tuple[Any, ...]) -> Any:
         link = w.link
         loop = asyncio.get_running_loop()
         if link is None or not link.connected:
-            await loop.create_future()  # the pool's run() reports this worker's end
+            await loop.create_future()  # the pool's watch() reports this worker's end
         assert link is not None
         req = next(self._requests)
         fut: asyncio.Future[Any] = loop.create_future()
@@ -174,31 +191,23 @@ class WorkerPool:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Start the workers and watch them until cancelled; stop and reap them on the way out.
+    async def start(self) -> None:
+        """Start the worker processes and connect to them.
 
         Raises:
-            FetchError: a worker could not start, reported a fatal error, or died.
+            FetchError: a process could not be started.
         """
-        try:
-            await self._start()
-            self._started.set()
-            await self._watch()
-        finally:
-            await self._shutdown()
-
-    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         self._fatal = loop.create_future()
         opts = self._opts
-        fork = opts.start_method == "fork"
-        ctx: Any = multiprocessing.get_context(opts.start_method)
-        spec: bytes | WorkerSpec = opts.spec if fork else pickle.dumps(opts.spec)
+        fork = opts.method == "fork"
+        ctx: Any = multiprocessing.get_context(opts.method)
+        spec: bytes | WorkerSpec = self._spec if fork else pickle.dumps(self._spec)
         tid = threading.get_ident()
         feed_fds: list[int] = []  # with fork, children inherit these and must close them
-        parent_pid = None if opts.start_method == "forkserver" else os.getpid()
+        parent_pid = None if opts.method == "forkserver" else os.getpid()
         try:
-            for i in range(opts.processes):
+            for i in range(opts.n):
                 parent, child = socket.socketpair()
                 w = _Worker(i, parent)
                 self._workers.append(w)
@@ -223,7 +232,7 @@ class WorkerPool:
                 f"starting the worker processes of feed {self._source!r} failed: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        log.debug("feed %r: %d worker processes started", self._source, opts.processes)
+        log.debug("feed %r: %d worker processes started", self._source, opts.n)
 
     def _link_factory(self, w: _Worker) -> Callable[[], Link]:
         def on_message(header: tuple[Any, ...], payload: Any) -> None:
@@ -247,7 +256,12 @@ class WorkerPool:
         finally:
             os.close(fd)
 
-    async def _watch(self) -> None:
+    async def watch(self) -> None:
+        """Wait until a worker dies or reports a fatal error, then raise.
+
+        Raises:
+            FetchError: names the worker, its pid and its exit code, or what failed.
+        """
         assert self._fatal is not None
         lost: dict[asyncio.Future[Any], _Worker] = {
             w.link.lost: w for w in self._workers if w.link is not None
@@ -278,26 +292,33 @@ class WorkerPool:
             await _wait_exits(still, EXIT_WAIT)
         return w.process.exitcode
 
-    async def _shutdown(self) -> None:
+    async def stop(self, deadline: float) -> None:
+        """Stop every worker by ``deadline``: STOP, then SIGTERM, then SIGKILL, each waited
+        for on the process's sentinel for a share of the time left; every process is reaped.
+        """
         procs = [w.process for w in self._workers if w.process is not None]
+
+        def share(fraction: float, cap: float) -> float:
+            return max(0.0, min(cap, fraction * (deadline - time.monotonic())))
+
         try:
             for w in self._workers:
                 if w.link is not None:
                     w.link.send((STOP,))
-            alive = await _wait_exits(procs, STOP_GRACE)
+            alive = await _wait_exits(procs, share(0.4, STOP_GRACE))
             for proc in alive:
                 proc.terminate()
-            alive = await _wait_exits(alive, STOP_GRACE)
+            alive = await _wait_exits(alive, share(0.5, STOP_GRACE))
             for proc in alive:
                 proc.kill()
-            alive = await _wait_exits(alive, EXIT_WAIT)
+            alive = await _wait_exits(alive, share(0.9, EXIT_WAIT))
             if alive:
                 log.error("feed %r: worker processes %s did not die", self._source, alive)
             links = [w.link for w in self._workers if w.link is not None]
             for link in links:
                 link.close()
             if links:
-                await asyncio.wait([lk.lost for lk in links], timeout=STOP_GRACE)
+                await asyncio.wait([lk.lost for lk in links], timeout=share(0.5, STOP_GRACE))
         except BaseException:
             for proc in procs:  # cancelled again: no more waiting on the loop
                 if proc.exitcode is None:
@@ -320,6 +341,24 @@ class WorkerPool:
     def host_stats(self) -> dict[str, dict[str, Any]]:
         """Per-host stats of the workers' fetchers (their ``host_stats()``), merged."""
         return merge_host_stats(list(self._hosts.values()))
+
+
+@final
+class _RemoteCall:
+    """The repeated call of one seed-style worker, in the process that owns its id."""
+
+    __slots__ = ("_args", "_pool", "_worker")
+
+    def __init__(self, pool: WorkerPool, worker: _Worker, args: tuple[Any, ...]) -> None:
+        self._pool: Final = pool
+        self._worker: Final = worker
+        self._args: Final = args
+
+    def __call__(self) -> Awaitable[Outcome]:
+        return self._pool.call(self._worker, self._args)
+
+    def leftovers(self) -> list[Outcome]:
+        return []
 
 
 def _resolve(fut: asyncio.Future[Any] | None, value: Any) -> None:

@@ -85,7 +85,7 @@ class FeedSyncRunner(Runner):
         from asyncfeed import FeedExhausted
 
         try:
-            batch = self._feed.get(timeout)
+            batch = self._feed.get(timeout=timeout)
         except FeedExhausted:
             return None
         return [batch[name] for name in self._feed.blobs]
@@ -126,8 +126,8 @@ class DataWorkersRunner(Runner):
         self._queues: Any = None
         self.note = note or "classic signature, sync fetch_fun on threads, BlobsQueue per blob"
 
-    def _capture(self, feed: Any) -> None:
-        self._feed = feed
+    def _capture(self, data_coordinator: Any, global_coordinator: Any) -> None:
+        self._feed = data_coordinator.feed
 
     def start(self) -> None:
         from asyncfeed.data_workers import init_data_input_workers

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import asyncfeed as af
-from asyncfeed.fetch import pump_ahead
+from asyncfeed.sizing import pump_ahead
 from asyncfeed.sinks import BlobsQueue
 
 pytestmark = pytest.mark.timeout(60)

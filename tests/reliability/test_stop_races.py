@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import asyncfeed as af
-import asyncfeed.feed as feed_module
+import asyncfeed.run as run_module
 from tests.reliability.faults import (
     CounterSource,
     FaultyFetcher,
@@ -137,7 +137,7 @@ def test_stop_during_start_up_stops_the_feed(
     """stop() from another thread while start() is inside the feed's start-up on its loop."""
     in_start_up = threading.Event()
     stop_progressed = threading.Event()  # stop() returned, or handed its work to the loop
-    real_attach = feed_module.attach_source
+    real_attach = run_module.attach_source
     real_submit = asyncio.run_coroutine_threadsafe
 
     def slow_attach(*args: Any, **kwargs: Any) -> Any:
@@ -146,11 +146,11 @@ def test_stop_during_start_up_stops_the_feed(
         return real_attach(*args, **kwargs)
 
     def submit(coro: Any, loop: asyncio.AbstractEventLoop) -> Any:
-        if getattr(coro, "__qualname__", "").endswith("aclose"):
+        if getattr(coro, "__qualname__", "").endswith(("aclose", "_aclose_by")):
             stop_progressed.set()
         return real_submit(coro, loop)
 
-    monkeypatch.setattr(feed_module, "attach_source", slow_attach)
+    monkeypatch.setattr(run_module, "attach_source", slow_attach)
     monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", submit)
 
     async def fetch(worker_id: int, batch_size: int) -> list[np.ndarray]:

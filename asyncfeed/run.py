@@ -1,0 +1,448 @@
+"""A feed's run: everything that lives only while the feed runs, and the only creator of tasks.
+
+:class:`Run` is made when a feed opens, on the loop it runs on. It owns the source queue, the
+rebatch stage, the sink bridge, the worker backend (and so the pools and worker processes),
+the one ``TaskGroup``, the fetcher's resources, the first error and the final accounting.
+``Feed`` is its facade; ``blocking.py`` reaches it from other threads through
+:meth:`Run.serve_get` and the feed's stop. The run never holds its feed, so a feed the user
+forgets is collected (and its run stopped, see ``Feed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, final
+
+from .backend import make_backend
+from .bridge import to_thread
+from .errors import FeedExhausted, FeedStateError, FeedTimeoutError, FetchError, first_error
+from .fetch import ErrorBudget, Fetcher
+from .handoff import SinkBridge
+from .keys import KeySpec, Reorderer
+from .options import FeedOptions
+from .protocols import is_async_callable
+from .queues import Channel, ChannelClosed, attach_source, detach_source
+from .rebatch import Batch, Rebatcher
+from .resources import open_fetcher
+from .sinks import allocator_of
+from .sizing import Sizing
+from .stages import RebatchStage, dispatch_keys, log_every
+from .state import Lifecycle
+from .stats import DropCause, FeedCounters, FeedStats, LagWarning, Stage
+
+if TYPE_CHECKING:
+    from .feed import Feed
+    from .procs.options import WorkerSpec
+
+__all__ = ["DEFAULT_STOP_TIMEOUT", "Run", "RunSpec"]
+
+log = logging.getLogger("asyncfeed.feed")
+
+#: Seconds a run that ends on its own (an error, the end of the keys) gives its backend and
+#: resources to stop.
+DEFAULT_STOP_TIMEOUT: Final = 5.0
+#: The runner's own cleanup ends this long before the stop's deadline, so the stop sees it.
+CLEANUP_MARGIN: Final = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """What a feed runs: fixed when the feed is made."""
+
+    fn: Callable[..., Any]
+    options: FeedOptions
+    keys: KeySpec | None
+    worker_ids: tuple[int, ...]
+    sizing: Sizing
+    process_spec: WorkerSpec | None
+
+
+@final
+class Run:
+    """One run of a feed, on the running loop. Create, then :meth:`start`.
+
+    Raises:
+        ConfigError: another feed of the same source on this loop uses other blobs or
+            queue size.
+    """
+
+    def __init__(self, spec: RunSpec, life: Lifecycle) -> None:
+        opts = spec.options
+        self.spec: Final = spec
+        self.loop: Final = asyncio.get_running_loop()
+        self._life: Final = life
+        self.counters: Final = FeedCounters()
+        self.sq: Final = attach_source(
+            opts.source, opts.blobs, opts.max_buffered_chunks, shared=spec.keys is None
+        )
+        self.batches: Final[Channel[Batch]] = Channel(opts.prefetch_batches)
+        sink = opts.sink
+        self.bridge: Final = (
+            None
+            if sink is None
+            else SinkBridge(
+                sink, name=f"asyncfeed-{opts.source}-sink", on_delivered=self.counters.delivered
+            )
+        )
+        rebatcher = Rebatcher(
+            opts.blobs,
+            opts.batch_size,
+            rebatch=opts.rebatch,
+            allocate=None if sink is None else allocator_of(sink),
+        )
+        self.stage: Final = RebatchStage(
+            self.sq.channel,
+            self.batches,
+            rebatcher,
+            self.sq.ledger,
+            drop_last=opts.drop_last,
+            on_starved=self._on_starved,
+        )
+        self.fetcher: Final = Fetcher(
+            schema=self.sq.schema,
+            ledger=self.sq.ledger,
+            chunks=self.sq.channel,
+            counters=self.counters,
+            on_error=ErrorBudget(opts.max_errors, self.counters),
+            stop_cause=self._held_rows_cause,
+        )
+        self.backend: Final = make_backend(
+            opts.workers,
+            spec.fn,
+            executor=opts.executor,
+            sizing=spec.sizing,
+            source=opts.source,
+            worker_ids=spec.worker_ids,
+            spec=spec.process_spec,
+            on_late=self.fetcher.drop_late,
+        )
+        self._lag: Final = LagWarning(opts.source)
+        self._resources: Final = contextlib.AsyncExitStack()
+        self.error: BaseException | None = None
+        self.error_seen = False
+        self._stop_requested = False
+        self._stop_cause = DropCause.STOP
+        self._deadline: float | None = None
+        self._finished = False
+        self._closed = False
+        self._runner: asyncio.Task[None] | None = None
+
+    @property
+    def source(self) -> str:
+        return self.spec.options.source
+
+    def start(self, feed: Feed) -> None:
+        """Start the runner task; ``feed`` is handed to ``open()`` and ``init_fun`` only."""
+        self._runner = self._task(self._main(feed), "runner")
+
+    def _task(
+        self,
+        coro: Coroutine[Any, Any, None],
+        what: str,
+        tg: asyncio.TaskGroup | None = None,
+    ) -> asyncio.Task[None]:
+        """The one place tasks are made (in the run's TaskGroup, or on its loop)."""
+        name = f"asyncfeed-{self.source}-{what}"
+        if tg is not None:
+            return tg.create_task(coro, name=name)
+        return self.loop.create_task(coro, name=name)
+
+    # -- the runner ----------------------------------------------------------------------------
+
+    async def _main(self, feed: Feed) -> None:
+        opts = self.spec.options
+        try:
+            try:
+                if self.backend.opens_fetcher:
+                    await open_fetcher(self.spec.fn, feed, self._resources)
+                if opts.init_fun is not None:
+                    await _call_init(opts.init_fun, feed, self.source)
+            finally:
+                del feed  # the run never keeps its feed alive
+            await self.backend.start()
+            async with asyncio.TaskGroup() as tg:
+                services = [self._task(self.backend.watch(), "watch", tg)]
+                self._start_workers(tg)
+                last = self._task(self.stage.run(), "rebatch", tg)
+                if self.bridge is not None:
+                    stage = self.bridge.run(self.batches, self.sq.ledger, self._on_sink_closed)
+                    last = self._task(stage, "sink", tg)
+                if opts.log_interval is not None:
+                    logger = log_every(opts.log_interval, self.stats_now, opts.external_loggers)
+                    services.append(self._task(logger, "log", tg))
+                await asyncio.wait({last})
+                for service in services:
+                    service.cancel()
+        except asyncio.CancelledError:
+            if not self._stop_requested:
+                self._fail(FeedStateError(f"feed {self.source!r} was cancelled by its event loop"))
+            raise
+        except BaseExceptionGroup as group:
+            self._fail(first_error(group))
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            try:
+                await self._cleanup(self._stop_deadline() - CLEANUP_MARGIN)
+            finally:
+                self._finish()
+
+    def _start_workers(self, tg: asyncio.TaskGroup) -> None:
+        spec, fetcher, backend = self.spec, self.fetcher, self.backend
+        if spec.keys is None:
+            batch_size = spec.options.batch_size
+            for wid in spec.worker_ids:
+                worker = fetcher.run_seed_worker(wid, backend.seed_call(wid, batch_size))
+                self._task(worker, f"worker-{wid}", tg)
+            return
+        keys = spec.keys
+        channel: Channel[tuple[int, Any]] = Channel(spec.sizing.key_buffer)
+        reorder = Reorderer() if keys.ordered else None
+        call = backend.key_call()
+        live = [spec.sizing.workers]
+
+        async def key_worker() -> None:
+            await fetcher.run_key_worker(channel, reorder, call)
+            live[0] -= 1
+            if live[0] == 0:
+                self.sq.channel.close()  # end of data: the rebatch stage flushes and ends
+
+        self._task(dispatch_keys(keys.keys, keys.shard, channel), "keys", tg)
+        for i in range(spec.sizing.workers):
+            self._task(key_worker(), f"worker-{i}", tg)
+
+    async def _cleanup(self, deadline: float) -> None:
+        """Stop the backend and close the fetcher's resources, by ``deadline``."""
+        await self.backend.stop(deadline)
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await self._resources.aclose()  # the fetcher's session, pools: never raises
+        except TimeoutError:
+            log.warning("feed %r: closing the fetcher's resources timed out", self.source)
+
+    def _stop_deadline(self) -> float:
+        if self._deadline is not None:
+            return self._deadline
+        return time.monotonic() + DEFAULT_STOP_TIMEOUT
+
+    def _held_rows_cause(self) -> DropCause:
+        """Why rows held by a cancelled stage are dropped: a requested stop, or a failure."""
+        return self._stop_cause if self._stop_requested else DropCause.ERROR
+
+    def _on_starved(self) -> None:
+        """The rebatch stage found the chunk queue empty: warn if the consumer waits too."""
+        if not self.batches and self.counters.batches_delivered:
+            self._lag.check(0, self.sq.channel.maxsize)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+            log.debug("feed %r stopping on %r", self.source, exc)
+
+    def _on_sink_closed(self) -> None:
+        """The sink's reader closed it: stop as a stop would, rows counted as sink_closed."""
+        log.info("feed %r stopping: its sink was closed", self.source)
+        self._stop_requested = True
+        self._stop_cause = DropCause.SINK_CLOSED
+        assert self._runner is not None
+        self._runner.cancel()
+
+    def _finish(self) -> None:
+        """Account for every row still held, close channels, leave the source. Runs once."""
+        if self._finished:
+            return
+        self._finished = True
+        cause = DropCause.ERROR if self.error is not None else self._stop_cause
+        if self.bridge is not None:
+            self.bridge.shutdown(cause)
+        self.stage.discard(cause)
+        if self.error is not None or self._stop_requested:
+            self._drop_batches(cause)
+        self.batches.close()
+        sq = self.sq
+        if detach_source(sq):
+            sq.channel.close()
+            for _, rows, _ in sq.channel.drain():
+                sq.ledger.drop(rows, Stage.QUEUED, cause)
+        self._life.ended()
+
+    def _drop_batches(self, cause: DropCause) -> None:
+        for batch in self.batches.drain():
+            self.sq.ledger.drop(batch.rows, Stage.BATCHED, cause)
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    def abandon(self) -> None:
+        """On the loop: the feed was forgotten while running; stop it (default deadline)."""
+        runner = self._runner
+        if runner is not None and not runner.done() and not self._stop_requested:
+            self._stop_requested = True
+            runner.cancel()
+
+    async def stop(self, deadline: float, timeout: float) -> asyncio.CancelledError | None:
+        """Stop the run and wait for it, until ``deadline`` (``time.monotonic()``, ``timeout``
+        seconds after the stop began). Idempotent.
+
+        Cancelling the caller meanwhile does not cut the stop short: it still completes
+        (by the deadline), and the cancellation is returned for the caller to re-raise once
+        it has recorded the stop.
+
+        Raises:
+            FeedTimeoutError: the run's tasks did not end by the deadline.
+            CancelledError: the caller was cancelled and the run did not end by the deadline.
+        """
+        runner = self._runner
+        if runner is not None and not runner.done() and not self._stop_requested:
+            self._stop_requested = True
+            self._deadline = deadline
+            runner.cancel()
+        cancelled: asyncio.CancelledError | None = None
+        if runner is not None and not runner.done():
+            cancelled = await _wait_through_cancel(runner, deadline)
+            if not runner.done():
+                if cancelled is not None:
+                    raise cancelled
+                raise FeedTimeoutError(
+                    f"feed {self.source!r} did not stop within {timeout:g} s; a fetcher may "
+                    "be swallowing cancellation or blocking the event loop"
+                )
+        if not self._closed:
+            self._closed = True
+            self._finish()  # no-op unless the runner was cancelled before its first step
+            self._drop_batches(DropCause.STOP)
+            if self.bridge is not None:
+                await self.bridge.wait_ended(max(0.0, deadline - time.monotonic()))
+        return cancelled
+
+    def raise_unseen(self) -> None:
+        """Raise the error that stopped the run if the consumer has not seen it yet."""
+        if self.error is not None and not self.error_seen:
+            self.error_seen = True
+            raise self.error
+
+    # -- consumption ---------------------------------------------------------------------------
+
+    async def next_batch(self) -> Batch:
+        """The next batch, on the run's loop.
+
+        Raises:
+            StopAsyncIteration: a finite feed delivered its last batch, or it was stopped.
+            AsyncFeedError: the error that stopped the run.
+        """
+        try:
+            batch: Batch | None = await self.batches.get()  # at once when a batch is ready
+        except ChannelClosed:
+            batch = None
+        if batch is None:
+            if self.error is not None:
+                self.error_seen = True
+                raise self.error
+            raise StopAsyncIteration
+        self._delivered(batch)
+        return batch
+
+    def _delivered(self, batch: Batch) -> None:
+        self.sq.ledger.deliver(batch.rows, Stage.BATCHED)
+        self.counters.delivered(batch.rows)
+
+    def end_error(self) -> BaseException:
+        """What a ``get()`` after the last batch raises: the error, or ``FeedExhausted``."""
+        if self.error is not None:
+            self.error_seen = True
+            return self.error
+        if self._stop_requested and self._stop_cause is DropCause.STOP:
+            return FeedExhausted(f"feed {self.source!r} was stopped")
+        return FeedExhausted(f"feed {self.source!r} delivered its last batch")
+
+    def serve_get(self, cf: concurrent.futures.Future[Batch]) -> None:
+        """On the loop: hand the next batch to a waiting ``get()``, or its end."""
+        if cf.cancelled():
+            return
+        try:
+            batch = self.batches.get_nowait()
+        except asyncio.QueueEmpty:
+            task = self._task(self._hand_when_ready(cf), "get")
+            cf.add_done_callback(lambda f: _cancel_soon(task) if f.cancelled() else None)
+            return
+        except ChannelClosed:
+            _set_exception(cf, self.end_error())
+            return
+        self._hand(cf, batch)
+
+    async def _hand_when_ready(self, cf: concurrent.futures.Future[Batch]) -> None:
+        try:
+            batch = await self.batches.get()
+        except ChannelClosed:
+            _set_exception(cf, self.end_error())
+            return
+        self._hand(cf, batch)
+
+    def _hand(self, cf: concurrent.futures.Future[Batch], batch: Batch) -> None:
+        try:
+            cf.set_result(batch)
+        except concurrent.futures.InvalidStateError:  # the getter timed out meanwhile
+            self.batches.put_front(batch)
+            return
+        self._delivered(batch)
+
+    # -- stats ---------------------------------------------------------------------------------
+
+    def stats(self, state: str) -> FeedStats:
+        """A consistent snapshot; callable from any thread."""
+        return self.counters.snapshot(
+            source=self.source,
+            state=state,
+            ledger=self.sq.ledger,
+            chunk_queue_depth=len(self.sq.channel),
+            batch_queue_depth=len(self.batches),
+            hosts=self.backend.host_stats(),
+        )
+
+    def stats_now(self) -> FeedStats:
+        return self.stats(self._life.state.value)
+
+
+async def _call_init(init_fun: Callable[[Feed], Any], feed: Feed, source: str) -> None:
+    try:
+        if is_async_callable(init_fun):
+            await init_fun(feed)
+        else:
+            await to_thread(init_fun, feed, name=f"asyncfeed-{source}-init")
+    except Exception as exc:
+        raise FetchError(f"init_fun {init_fun!r} failed: {type(exc).__name__}: {exc}") from exc
+
+
+async def _wait_through_cancel(
+    task: asyncio.Task[None], deadline: float
+) -> asyncio.CancelledError | None:
+    """Wait for ``task`` until ``deadline``, even when cancelled meanwhile.
+
+    A feed that is stopping finishes stopping first; the cancellation is returned for the
+    caller to re-raise once it has (None when there was none).
+    """
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            await asyncio.wait({task}, timeout=remaining)
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    return cancelled
+
+
+def _set_exception(cf: concurrent.futures.Future[Batch], exc: BaseException) -> None:
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        cf.set_exception(exc)
+
+
+def _cancel_soon(task: asyncio.Task[Any]) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+        task.get_loop().call_soon_threadsafe(task.cancel)

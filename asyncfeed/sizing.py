@@ -1,0 +1,73 @@
+"""What ``concurrency`` means, decided in one place.
+
+``concurrency`` is the most fetch calls a feed has in flight, wherever they run:
+
+- **async fetchers** (in this process): ``concurrency`` worker tasks on the feed's loop, each
+  awaiting one call at a time. A keyed feed adds one dispatcher task and a key channel of
+  ``concurrency`` keys.
+- **sync fetchers on the feed's own threads** (no ``executor``): ``concurrency`` daemon
+  threads. A seed-style fetcher runs in a pump: its thread calls it again and again, up to
+  :func:`pump_ahead` results ahead of its worker task, so all the pumps together hold at most
+  half as many chunks as the chunk queue. A keyed fetcher runs one call per key.
+- **sync fetchers on the user's executor**: one submit per call, at most ``concurrency``
+  at a time; the executor's own size also limits them.
+- **worker processes** (``Processes(n)``): the feed's loop still runs ``concurrency`` worker
+  tasks (they keep order, the ledger and the error budget), each waiting on one remote call;
+  each process serves up to ``ceil(concurrency / n)`` calls at once, on as many threads for
+  sync fetchers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["MAX_PUMP_AHEAD", "Sizing", "plan", "pump_ahead"]
+
+MAX_PUMP_AHEAD: Final = 16
+
+
+def pump_ahead(max_buffered_chunks: int, concurrency: int) -> int:
+    """How many results each pumped sync fetcher may make ahead of its worker.
+
+    Enough to hand results over in bursts (16 ahead runs 1-row chunks about 2x faster than
+    4), while all the pumps together hold at most half as many chunks as the chunk queue.
+    """
+    return max(1, min(MAX_PUMP_AHEAD, max_buffered_chunks // (2 * concurrency)))
+
+
+@dataclass(frozen=True, slots=True)
+class Sizing:
+    """How a feed's ``concurrency`` is spent.
+
+    Attributes:
+        workers: fetch worker tasks on the feed's loop.
+        key_buffer: keys the dispatcher may hand out ahead of the workers (keyed feeds).
+        threads: threads of the feed's own pool for sync fetchers in this process (0: none).
+        pump_ahead: results each pumped sync fetcher may make ahead of its worker.
+        per_process: calls each worker process serves at once (0 without processes).
+    """
+
+    workers: int
+    key_buffer: int
+    threads: int
+    pump_ahead: int
+    per_process: int
+
+
+def plan(
+    concurrency: int,
+    max_buffered_chunks: int,
+    *,
+    own_threads: bool,
+    processes: int | None,
+) -> Sizing:
+    """The sizing of a feed; ``own_threads``: a sync fetcher runs on the feed's own pool."""
+    return Sizing(
+        workers=concurrency,
+        key_buffer=concurrency,
+        threads=concurrency if own_threads and processes is None else 0,
+        pump_ahead=pump_ahead(max_buffered_chunks, concurrency),
+        per_process=math.ceil(concurrency / processes) if processes else 0,
+    )
