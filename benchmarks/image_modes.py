@@ -1,10 +1,11 @@
 """JPEG decode modes compared: ``ImageOptions(jpeg="fast")`` against ``jpeg="exact"``.
 
 For photo-like JPEGs of three sizes (ImageNet-like 500x375, 1600x1200, a 12 MP phone photo
-4032x3024), decodes each to a 224x224 centre crop on one thread and reports images/s and the
-difference from the reference: Pillow's full decode (``Image.open(...).convert("RGB")``)
-and the same resize (``Image.resize(..., BILINEAR, box=centre crop)``), as mean and max
-absolute difference in levels (0-255)::
+4032x3024) decoded to a 224x224 centre crop, and the image service's synthetic 256x256 JPEGs
+decoded to 128x128 (the demo's setting), reports images/s on one thread and the difference
+from the reference: Pillow's full decode (``Image.open(...).convert("RGB")``) and the same
+resize (``Image.resize(..., BILINEAR, box=centre crop)``), as mean and max absolute
+difference in levels (0-255)::
 
     python -m benchmarks.image_modes            # prints a Markdown table
     python -m benchmarks.image_modes --json     # one JSON object
@@ -31,9 +32,15 @@ from PIL import Image
 from asyncfeed.fetchers.decode import decode_image
 from asyncfeed.fetchers.image_options import ImageOptions
 from asyncfeed.fetchers.resize import crop_box
+from asyncfeed.fetchers.service import synthetic_image
 
-SIZES = ((500, 375), (1600, 1200), (4032, 3024))  # (width, height)
-OUT = (224, 224)
+# (name, width, height, output side)
+SOURCES = (
+    ("photo", 500, 375, 224),
+    ("photo", 1600, 1200, 224),
+    ("photo", 4032, 3024, 224),
+    ("service", 256, 256, 128),
+)
 
 
 def photo_like(width: int, height: int, seed: int) -> np.ndarray:
@@ -57,12 +64,12 @@ def jpeg(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def reference(data: bytes) -> np.ndarray:
+def reference(data: bytes, side: int) -> np.ndarray:
     """Pillow's full decode and the same bilinear, antialiased centre-crop resize."""
     with Image.open(io.BytesIO(data)) as im:
         rgb = im.convert("RGB")
-    box = crop_box(rgb.height, rgb.width, ImageOptions(size=OUT))
-    out: np.ndarray = np.asarray(rgb.resize(OUT[::-1], Image.Resampling.BILINEAR, box=box))
+    box = crop_box(rgb.height, rgb.width, ImageOptions(size=(side, side)))
+    out: np.ndarray = np.asarray(rgb.resize((side, side), Image.Resampling.BILINEAR, box=box))
     return out
 
 
@@ -79,14 +86,18 @@ def best_rate(fn: Callable[[bytes], Any], images: Sequence[bytes], passes: int =
 
 def measure(count: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for width, height in SIZES:
+    for kind, width, height, side in SOURCES:
         n = max(2, count * 500 // width)
-        images = [jpeg(photo_like(width, height, seed)) for seed in range(n)]
-        refs = [reference(d) for d in images]
-        row: dict[str, Any] = {"source": f"{width}x{height}", "images": n}
-        row["pillow_per_s"] = best_rate(reference, images)
+        if kind == "photo":
+            images = [jpeg(photo_like(width, height, seed)) for seed in range(n)]
+        else:
+            images = [jpeg(synthetic_image(seed, width)) for seed in range(n)]
+        refs = [reference(d, side) for d in images]
+        name = f"{kind} {width}x{height} → {side}"
+        row: dict[str, Any] = {"source": name, "images": n}
+        row["pillow_per_s"] = best_rate(lambda d, s=side: reference(d, s), images)
         for mode in ("fast", "exact"):
-            options = ImageOptions(size=OUT, jpeg=mode)  # type: ignore[arg-type]
+            options = ImageOptions(size=(side, side), jpeg=mode)  # type: ignore[arg-type]
             outs = [decode_image(d, options, "bench") for d in images]
             diffs = [np.abs(o.astype(np.int16) - r) for o, r in zip(outs, refs, strict=True)]
             row[f"{mode}_per_s"] = best_rate(lambda d, o=options: decode_image(d, o, "b"), images)
@@ -99,7 +110,7 @@ def measure(count: int) -> list[dict[str, Any]]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| source (q90, 4:2:0) | mode | images/s | mean diff (worst image) | max diff |\n"
+        "| JPEG (q90, 4:2:0) → crop | mode | images/s | mean diff (worst image) | max diff |\n"
         "| --- | --- | ---: | ---: | ---: |"
     )
     lines = [head]

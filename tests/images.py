@@ -53,8 +53,8 @@ def png_gray16(values: np.ndarray) -> bytes:
 
 
 def png_rgb16(values: np.ndarray) -> bytes:
-    """A 16-bit RGB PNG, written by hand (Pillow cannot write one)."""
-    height, width, _ = values.shape
+    """A 16-bit RGB (or, with 4 channels, RGBA) PNG, written by hand (Pillow cannot)."""
+    height, width, channels = values.shape
     rows = values.astype(">u2")
     raw = b"".join(b"\x00" + rows[y].tobytes() for y in range(height))
 
@@ -62,7 +62,8 @@ def png_rgb16(values: np.ndarray) -> bytes:
         crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
         return struct.pack(">I", len(data)) + kind + data + crc
 
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    colour_type = {3: 2, 4: 6}[channels]
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
@@ -72,7 +73,10 @@ def png_rgb16(values: np.ndarray) -> bytes:
 
 
 def with_exif(array: np.ndarray, fmt: str, orientation: int, **kw: Any) -> bytes:
-    """``array`` saved in ``fmt`` with EXIF orientation tag 274 set to ``orientation``."""
+    """``array`` saved in ``fmt`` with EXIF orientation tag 274 set to ``orientation`` (for a
+    TIFF, the orientation tag of the TIFF itself)."""
+    if fmt == "TIFF":
+        return encode(array, fmt, tiffinfo={274: orientation}, **kw)
     exif = Image.Exif()
     exif[274] = orientation
     return encode(array, fmt, exif=exif, **kw)

@@ -138,9 +138,30 @@ def _decode_pillow(
             min_h, min_w = _stored_minimum(options, orientation)
             if min_h:
                 im.draft(im.mode, (min_w, min_h))  # libjpeg's reduced-scale decode
-        im.load()
-        if apply and im.format != "JPEG":
-            tag = im.getexif().get(0x0112, 1)
-            orientation = tag if isinstance(tag, int) else 1
+            im.load()
+        else:
+            orientation = _pillow_orientation(im, apply)
         pixels = pillow_pixels(im, options)
     return orient(pixels, orientation)
+
+
+_INVERSE: Final = {2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}
+
+
+def _pillow_orientation(im: Image.Image, apply: bool) -> int:
+    """Load ``im``; the orientation still to apply to its pixels.
+
+    Pillow turns a TIFF itself while loading it (and drops the tag): then nothing is left to
+    apply, or, with ``apply=False``, the inverse turn restores the stored orientation.
+    """
+    before = _orientation_tag(im)
+    im.load()
+    after = _orientation_tag(im)
+    if before > 1 and after == 1 and im.format == "TIFF":
+        return 1 if apply else _INVERSE[before]
+    return after if apply else 1
+
+
+def _orientation_tag(im: Image.Image) -> int:
+    tag = im.getexif().get(0x0112, 1)
+    return tag if isinstance(tag, int) and 1 <= tag <= 8 else 1
