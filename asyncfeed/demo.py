@@ -150,9 +150,11 @@ def _make_step(threads: int, device: str | None) -> tuple[str, Step]:
 
     def torch_step(batch: Mapping[str, Any]) -> float:
         data, labels = batch["data"], batch["label"]
-        if isinstance(data, np.ndarray):
+        if isinstance(data, np.ndarray):  # uint8 NHWC from `async for`
             data, labels = torch.from_numpy(data), torch.from_numpy(labels)
-        images = data.permute(0, 3, 1, 2).float().div_(255.0)
+            images = data.permute(0, 3, 1, 2).float().div_(255.0)
+        else:  # from the TorchSink: uint8 copied, made float NCHW in [0, 1] on the device
+            images = data
         loss = torch.nn.functional.cross_entropy(model(images), labels)
         optimizer.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
@@ -228,7 +230,9 @@ async def run_demo(args: argparse.Namespace, report: DemoReport, out: TextIO) ->
             image=ImageOptions(size=(args.image_size, args.image_size)),
             retry=Retry(attempts=4, backoff=0.05, deadline=10.0),
         )
-        sink = None if device is None else TorchSink(device, capacity=4)
+        sink = None
+        if device is not None:  # uint8 crosses to the device, converted there
+            sink = TorchSink(device, capacity=4, layout="NCHW", dtype="float32")
         feed = Feed.from_keys(
             _keys(template, args.count, label),
             fetcher,
