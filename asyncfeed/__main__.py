@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .demo import DemoReport, run_demo
-from .errors import ConfigError
+from .demo import DemoError, DemoReport, run_demo
+from .errors import AsyncFeedError, ConfigError
 from .fetchers.service import ImageService
 from .sinks import TorchSink
 
@@ -26,13 +26,22 @@ def _demo(args: argparse.Namespace) -> int:
     report = DemoReport()
     code = 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    failure = None
     try:
         with logging_redirect_tqdm():
             asyncio.run(run_demo(args, report, sys.stderr))
+    except DemoError as exc:  # a bad --url: nothing ran
+        print(f"python -m asyncfeed demo: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         report.interrupted = True
         code = 130
+    except AsyncFeedError as exc:  # e.g. more failed keys than --max-errors
+        failure = " ".join(f"{type(exc).__name__}: {exc}".split())
+        code = 1
     print(report.table(), flush=True)
+    if failure is not None:
+        print(f"python -m asyncfeed demo: the feed stopped: {failure}", file=sys.stderr)
     return code
 
 
@@ -48,7 +57,9 @@ async def _serve(args: argparse.Namespace) -> None:
     )
     async with service:
         print(
-            f"serving {service.count} images at {service.url_template} (Ctrl-C stops)", flush=True
+            f"serving {service.count} images at {service.url_template} and by name at "
+            f"{service.url}/files/{{name}} (names: GET {service.url}/; Ctrl-C stops)",
+            flush=True,
         )
         await asyncio.Event().wait()  # until Ctrl-C cancels the run
 
@@ -65,7 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m asyncfeed")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="stream images over HTTP into a training step")
-    demo.add_argument("--url", help="a URL template with {i}, e.g. https://host/img/{i}.jpg")
+    demo.add_argument(
+        "--url",
+        help="a URL template with {i}, e.g. https://host/img/{i}.jpg (image 0 is fetched "
+        "first: a bad URL ends the demo with one line and status 2)",
+    )
     _add_service_options(demo)
     demo.add_argument("--batch-size", type=int, default=32)
     demo.add_argument("--concurrency", type=int, default=64)

@@ -7,6 +7,9 @@ reduction), shows a live progress bar and ends with a summary table. With ``--de
 cuda``, batches go through a :class:`~asyncfeed.sinks.TorchSink` to the GPU and the model
 trains there, read from the sink by a training thread. Everything it starts it stops, also
 on Ctrl-C, after which the summary of what ran is printed all the same.
+
+A ``--url`` is checked before the feed starts (``{i}`` in it, image 0 fetched and decoded):
+a bad one is a :class:`DemoError`, which the command line prints as one line.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+import aiohttp
 import numpy as np
 from tqdm import tqdm
 
 from .bridge import DaemonThreadPool
+from .errors import FetchError
 from .feed import Feed
 from .fetchers.decode import ImageOptions
 from .fetchers.http import HttpFetcher
@@ -33,9 +38,18 @@ from .fetchers.retry import Retry
 from .fetchers.service import ImageService
 from .sinks import TorchSink
 
-__all__ = ["DemoReport", "run_demo"]
+__all__ = ["LEGEND", "DemoError", "DemoReport", "check_url", "run_demo"]
 
 CLASSES = 10
+LEGEND = (
+    "progress: chunks, batches = waiting in the feed's queues; retried = failed requests "
+    "sent again; skipped = keys given up after their last attempt; waiting = the training "
+    "step's share of time spent waiting for data"
+)
+
+
+class DemoError(Exception):
+    """The demo cannot run as asked; ``str()`` is a one-line reason for the command line."""
 
 
 @dataclass
@@ -52,6 +66,7 @@ class DemoReport:
     losses: list[float] = field(default_factory=list)
     retries: int = 0
     skipped: int = 0
+    max_errors: int | None = None
     errors: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     ended: float | None = None
@@ -67,11 +82,10 @@ class DemoReport:
             ("rows/s", f"{self.rows / elapsed:,.0f}" if elapsed > 0 else "0"),
             ("wait for a batch", f"p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms"),
             ("consumer waiting", f"{self.waiting_share:.0%} of the time"),
-            ("retries", f"{self.retries:,}"),
-            ("skipped", f"{self.skipped:,}"),
+            ("failures", self._failures()),
+            ("retried", f"{self.retries:,} failed requests sent again"),
+            ("skipped", self._skipped()),
         ]
-        if self.errors:
-            rows.append(("errors", ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items()))))
         if self.losses:
             rows.append((f"{self.consumer} loss", f"{self.losses[0]:.3f} → {self.losses[-1]:.3f}"))
         status = ", interrupted" if self.interrupted else ""
@@ -79,6 +93,17 @@ class DemoReport:
         head = f"asyncfeed demo: {self.source}, {elapsed:.1f} s{where}{status}"
         width = max(len(name) for name, _ in rows)
         return "\n".join([head, *(f"  {name:<{width}}  {value}" for name, value in rows)])
+
+    def _failures(self) -> str:
+        """Every failed request by kind: each was either retried or its key skipped."""
+        if not self.errors:
+            return "none"
+        kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(self.errors.items()))
+        return f"{sum(self.errors.values()):,} ({kinds})"
+
+    def _skipped(self) -> str:
+        budget = "" if self.max_errors is None else f", at most --max-errors {self.max_errors:,}"
+        return f"{self.skipped:,} keys given up after their last attempt{budget}"
 
     @property
     def waiting_share(self) -> float:
@@ -125,9 +150,11 @@ def _make_step(threads: int, device: str | None) -> tuple[str, Step]:
 
     def torch_step(batch: Mapping[str, Any]) -> float:
         data, labels = batch["data"], batch["label"]
-        if isinstance(data, np.ndarray):
+        if isinstance(data, np.ndarray):  # uint8 NHWC from `async for`
             data, labels = torch.from_numpy(data), torch.from_numpy(labels)
-        images = data.permute(0, 3, 1, 2).float().div_(255.0)
+            images = data.permute(0, 3, 1, 2).float().div_(255.0)
+        else:  # from the TorchSink: uint8 copied, made float NCHW in [0, 1] on the device
+            images = data
         loss = torch.nn.functional.cross_entropy(model(images), labels)
         optimizer.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
@@ -142,8 +169,37 @@ def _keys(template: str, count: int, label: Callable[[int], int]) -> Iterator[tu
         yield template.format(i=i), label(i)
 
 
+async def check_url(template: str, image_size: int) -> None:
+    """Fetch and decode image 0 of ``template`` (a few quick retries).
+
+    Raises:
+        DemoError: ``template`` has no ``{i}`` field, or image 0 cannot be fetched or
+            decoded; the message is one line naming the URL.
+    """
+    try:
+        url, other = template.format(i=0), template.format(i=1)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise DemoError(f"--url {template}: not a URL template with {{i}} ({exc!r})") from None
+    if url == other:
+        raise DemoError(f"--url {template}: has no {{i}} field for the image number")
+    probe = HttpFetcher(
+        image=ImageOptions(size=(image_size, image_size)),
+        retry=Retry(attempts=3, backoff=0.2, deadline=5.0),
+        timeout=aiohttp.ClientTimeout(total=15.0, connect=5.0),
+        decode_threads=1,
+    )
+    try:
+        async with probe:
+            await probe(url)
+    except FetchError as exc:
+        reason = " ".join(str(exc).split())
+        raise DemoError(f"--url {template}: {reason}") from None
+
+
 async def run_demo(args: argparse.Namespace, report: DemoReport, out: TextIO) -> None:
     """Run the demo described by ``args``, filling ``report`` as it goes."""
+    if args.url is not None:
+        await check_url(args.url, args.image_size)
     async with contextlib.AsyncExitStack() as stack:
         trainer = DaemonThreadPool(1, "asyncfeed-demo-train")
         stack.callback(trainer.shutdown, wait=False)
@@ -169,11 +225,14 @@ async def run_demo(args: argparse.Namespace, report: DemoReport, out: TextIO) ->
 
         report.consumer, step = await asyncio.wrap_future(make_step)
         report.batch_size = args.batch_size
+        report.max_errors = args.max_errors
         fetcher = HttpFetcher(
             image=ImageOptions(size=(args.image_size, args.image_size)),
-            retry=Retry(attempts=4, backoff=0.05),
+            retry=Retry(attempts=4, backoff=0.05, deadline=10.0),
         )
-        sink = None if device is None else TorchSink(device, capacity=4)
+        sink = None
+        if device is not None:  # uint8 crosses to the device, converted there
+            sink = TorchSink(device, capacity=4, layout="NCHW", dtype="float32")
         feed = Feed.from_keys(
             _keys(template, args.count, label),
             fetcher,
@@ -184,6 +243,7 @@ async def run_demo(args: argparse.Namespace, report: DemoReport, out: TextIO) ->
             log_interval=None,
             sink=sink,
         )
+        print(LEGEND, file=out, flush=True)
         progress = stack.enter_context(
             tqdm(unit=" rows", unit_scale=True, mininterval=0.5, file=out, leave=False)
         )
@@ -260,14 +320,15 @@ def _progress(feed: Feed, report: DemoReport, progress: tqdm[Any], rows: int) ->
     if report.batches % 8 == 0 and report.losses:
         _account(feed, report)
         stats = feed.stats()
-        progress.set_postfix(
-            queue=f"{stats.chunk_queue_depth}/{stats.batch_queue_depth}",
-            retries=report.retries,
-            skipped=report.skipped,
-            waiting=f"{report.waiting_share:.0%}",
-            loss=f"{report.losses[-1]:.2f}",
-            refresh=False,
-        )
+        labels = {  # in this order (keyword arguments would be sorted)
+            "chunks": stats.chunk_queue_depth,
+            "batches": stats.batch_queue_depth,
+            "retried": report.retries,
+            "skipped": report.skipped,
+            "waiting": f"{report.waiting_share:.0%}",
+            "loss": f"{report.losses[-1]:.2f}",
+        }
+        progress.set_postfix(labels, refresh=False)
 
 
 def _account(feed: Feed, report: DemoReport) -> None:

@@ -5,17 +5,28 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from asyncfeed.demo import LEGEND
 from asyncfeed.fetchers.service import synthetic_image
 from tests.httpserver import png_bytes
 
-SUMMARY_ROWS = ("rows", "batches", "rows/s", "wait for a batch", "retries", "skipped")
+SUMMARY_ROWS = (
+    "rows",
+    "batches",
+    "rows/s",
+    "wait for a batch",
+    "failures",
+    "retried",
+    "skipped",
+)
 
 
 def check_summary(stdout: str) -> dict[str, str]:
@@ -24,6 +35,12 @@ def check_summary(stdout: str) -> dict[str, str]:
         assert name in table, stdout
     assert int(table["rows"].replace(",", "")) > 0, stdout
     assert re.fullmatch(r"p50 [\d.]+ ms, p99 [\d.]+ ms", table["wait for a batch"])
+    assert re.fullmatch(r"[\d,]+ failed requests sent again", table["retried"])
+    assert re.fullmatch(
+        r"[\d,]+ keys given up after their last attempt, at most --max-errors [\d,]+",
+        table["skipped"],
+    )
+    assert re.fullmatch(r"none|[\d,]+ \((\w+ [\d,]+(, )?)+\)", table["failures"])
     return table
 
 
@@ -40,6 +57,16 @@ def test_demo_runs_and_summarises() -> None:
     assert proc.stdout.startswith("asyncfeed demo: embedded service http://127.0.0.1:")
     table = check_summary(proc.stdout)
     assert table["batches"].endswith(" of 32")
+    assert proc.stderr.startswith(LEGEND + "\n")
+    progress = re.findall(
+        r"chunks=\d+, batches=\d+, retried=\d+, skipped=\d+, waiting=\d+%, loss=[\d.]+",
+        proc.stderr,
+    )
+    assert progress, proc.stderr
+    errors = re.fullmatch(r"([\d,]+) \(http_503 ([\d,]+)\)", table["failures"])
+    assert errors is not None and errors.group(1) == errors.group(2)  # 2% injected 503s
+    assert table["retried"].startswith(errors.group(1) + " ")  # every one retried...
+    assert table["skipped"].startswith("0 keys")  # ...and no key lost
 
 
 @pytest.mark.timeout(90)
@@ -82,12 +109,17 @@ def test_serve_images_serves_a_folder_until_ctrl_c(tmp_path: Path) -> None:
             match = re.fullmatch(pattern, line)
             assert match, line
             template = match.group(1)
-            with urllib.request.urlopen(template.format(i=4), timeout=10) as resp:
+            with urllib.request.urlopen(template.format(i=1), timeout=10) as resp:
                 assert resp.headers["Content-Type"] == "image/png"
                 assert resp.read() == (tmp_path / "1.png").read_bytes()
             index = template.rsplit("/img/", 1)[0] + "/"
             with urllib.request.urlopen(index, timeout=10) as resp:
-                assert json.load(resp)["count"] == 3
+                info = json.load(resp)
+            assert info["count"] == 3 and info["names"] == ["0.png", "1.png", "2.png"]
+            with urllib.request.urlopen(index + "files/2.png", timeout=10) as resp:
+                assert resp.read() == (tmp_path / "2.png").read_bytes()
+            with pytest.raises(urllib.error.HTTPError, match="404"):
+                urllib.request.urlopen(template.format(i=3), timeout=10)
             proc.send_signal(signal.SIGINT)
             out, _ = proc.communicate(timeout=20)
         finally:
@@ -129,3 +161,57 @@ def test_demo_refuses_a_device_it_cannot_use_in_one_line() -> None:
         "python -m asyncfeed demo: --device cuda:0: device 'cuda:0' was asked for, "
         "but CUDA is not available\n"
     )
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        (
+            "http://127.0.0.1:{port}/img/{{i}}.jpg",
+            r"GET http://127\.0\.0\.1:\d+/img/0\.jpg failed after 3 attempts: no response "
+            r"\(status none\), ClientConnectorError: .*",
+        ),
+        ("http://127.0.0.1:{port}/img/7.jpg", r"has no \{i\} field for the image number"),
+        (
+            "http://127.0.0.1:{port}/img/{{j}}.jpg",
+            r"not a URL template with \{i\} \(KeyError\('j'\)\)",
+        ),
+    ],
+)
+def test_demo_refuses_a_bad_url_in_one_line(url: str, reason: str) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = url.format(port=port)
+    proc = subprocess.run(
+        [sys.executable, "-m", "asyncfeed", "demo", "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert re.fullmatch(
+        rf"python -m asyncfeed demo: --url {re.escape(url)}: {reason}\n", proc.stderr
+    ), proc.stderr
+
+
+@pytest.mark.timeout(90)
+def test_demo_stopped_by_its_error_budget_summarises_and_says_why_in_one_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "asyncfeed", "demo", "--error-rate", "1", "--max-errors", "3"],
+        capture_output=True,
+        text=True,
+        timeout=80,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout.startswith("asyncfeed demo: embedded service ")
+    last = proc.stderr.splitlines()[-1]
+    assert re.fullmatch(
+        r"python -m asyncfeed demo: the feed stopped: FetchError: .*max_errors=3.*HTTP 503 .*",
+        last,
+    ), last

@@ -117,7 +117,7 @@ def test_other_formats_are_bounded_too() -> None:
         ({"size": (0, 3)}, "size must be a (height, width) pair of ints >= 1, got (0, 3)"),
         ({"size": [3, 3]}, "size must be a (height, width) pair of ints >= 1, got [3, 3]"),
         ({"fit": "pad"}, "fit must be 'crop' or 'stretch', got 'pad'"),
-        ({"channels": 4}, "channels must be 1 or 3, got 4"),
+        ({"channels": 5}, "channels must be 1, 3 or 4, got 5"),
         ({"max_pixels": 0}, "max_pixels must be an int >= 1, got 0"),
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import pickle
 import re
 import signal
@@ -17,6 +18,7 @@ import pytest
 
 import asyncfeed as af
 from asyncfeed.fetchers.service import synthetic_image
+from tests.transforms import flip_with_pid
 
 
 @pytest.fixture
@@ -53,7 +55,7 @@ def served_pngs() -> Iterator[str]:
 @pytest.mark.timeout(30)
 def test_a_started_feed_opens_its_session_on_the_private_loop(served_pngs: str) -> None:
     fetcher = af.HttpFetcher()
-    keys = ((served_pngs.format(i=i), i) for i in itertools.count())  # endless: runs until stop
+    keys = ((served_pngs.format(i=i % 4), i) for i in itertools.count())  # endless: runs until stop
     feed = af.Feed.from_keys(
         keys, fetcher, blobs=["data", "label"], batch_size=4, ordered=True, log_interval=None
     )
@@ -73,7 +75,7 @@ def test_a_started_feed_opens_its_session_on_the_private_loop(served_pngs: str) 
 
 @pytest.mark.timeout(60)
 def test_processes_open_the_fetcher_in_each_worker(served_pngs: str) -> None:
-    keys = [(served_pngs.format(i=i), i) for i in range(16)]
+    keys = [(served_pngs.format(i=i % 4), i) for i in range(16)]
     feed = af.Feed.from_keys(
         keys,
         af.HttpFetcher(),
@@ -95,6 +97,31 @@ def test_processes_open_the_fetcher_in_each_worker(served_pngs: str) -> None:
     assert 1 <= host["requests"] <= 16 and host["bytes"] > 0
 
 
+@pytest.mark.timeout(60)
+def test_a_transform_runs_in_the_worker_processes(served_pngs: str) -> None:
+    keys = [(served_pngs.format(i=i % 4), i) for i in range(16)]
+    feed = af.Feed.from_keys(
+        keys,
+        af.HttpFetcher(transform=flip_with_pid),
+        blobs=["data", "pid", "label"],
+        batch_size=8,
+        ordered=True,
+        concurrency=4,
+        processes=2,
+        log_interval=None,
+    )
+    feed.start()
+    try:
+        batches = [feed.get(timeout=30) for _ in range(2)]
+    finally:
+        feed.stop()
+    data = np.concatenate([b["data"] for b in batches])
+    assert all(np.array_equal(data[i], synthetic_image(i % 4, 16)[:, ::-1]) for i in range(16))
+    assert np.concatenate([b["label"] for b in batches]).tolist() == list(range(16))
+    pids = set(np.concatenate([b["pid"] for b in batches]).tolist())
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+
+
 def test_a_fetcher_serves_one_loop_at_a_time(tmp_path: Path) -> None:
     path = tmp_path / "0.npy"
     np.save(path, np.zeros(3))
@@ -108,7 +135,11 @@ def test_a_fetcher_serves_one_loop_at_a_time(tmp_path: Path) -> None:
 
 
 def test_fetchers_pickle_their_configuration_only() -> None:
-    http = af.HttpFetcher(image=af.ImageOptions(size=(8, 8)), retry=af.Retry(attempts=2))
+    http = af.HttpFetcher(
+        image=af.ImageOptions(size=(8, 8), normalize=(0.5, 0.5)),
+        retry=af.Retry(attempts=2),
+        transform=flip_with_pid,
+    )
     back = pickle.loads(pickle.dumps(http))
     assert back.session is None and not back.is_open and back.host_stats() == {}
     assert repr(back) == repr(http)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ async def get(url: str) -> tuple[int, str, bytes]:
 
 
 async def test_png_images_equal_the_synthetic_source(png_service: af.ImageService) -> None:
-    status, ctype, body = await get(png_service.url_template.format(i=21))  # wraps to 5
+    status, ctype, body = await get(png_service.url_template.format(i=5))
     assert (status, ctype) == (200, "image/png")
     assert body == png_service.body(5)
     assert np.array_equal(decode_image(body, af.ImageOptions(), "x"), synthetic_image(5, 32))
@@ -31,6 +32,27 @@ async def test_png_images_equal_the_synthetic_source(png_service: af.ImageServic
         png_service.url_template.format(i=1),
         1,
     )
+
+
+async def test_numbers_past_the_count_are_404_and_url_lists_cycle(
+    png_service: af.ImageService,
+) -> None:
+    template = png_service.url_template
+    assert png_service.count == 16
+    assert (await get(template.format(i=15)))[0] == 200
+    status, _, body = await get(template.format(i=16))
+    assert (status, body) == (404, b"no image number '16' (0 to 15)")
+    assert (await get(template.format(i=300)))[0] == 404
+    assert png_service.urls(18)[16:] == [template.format(i=0), template.format(i=1)]
+    assert png_service.records(17)[16] == (template.format(i=0), 0)
+
+
+async def test_synthetic_images_are_served_by_name_too(png_service: af.ImageService) -> None:
+    assert png_service.names[:3] == ["0.png", "1.png", "2.png"] and len(png_service.names) == 16
+    status, ctype, body = await get(png_service.file_url("7.png"))
+    assert (status, ctype, body) == (200, "image/png", png_service.body(7))
+    status, _, text = await get(png_service.file_url("16.png"))
+    assert (status, text) == (404, b"no image named '16.png'")
 
 
 async def test_jpeg_images_are_generated_at_start_up() -> None:
@@ -72,15 +94,27 @@ async def test_unknown_paths_get_404(png_service: af.ImageService) -> None:
     assert (await get(png_service.url + "/other"))[0] == 404
 
 
-async def test_a_folder_is_served_by_index(tmp_path: Path) -> None:
+async def test_a_folder_is_served_by_index_and_by_name(tmp_path: Path) -> None:
     (tmp_path / "b.jpg").write_bytes(jpeg_bytes(synthetic_image(1, 8)))
     (tmp_path / "a.txt").write_text("skipped")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "c.jpg").write_bytes(jpeg_bytes(synthetic_image(2, 8)))
+    (tmp_path / "sub dir").mkdir()
+    (tmp_path / "sub dir" / "c.jpg").write_bytes(jpeg_bytes(synthetic_image(2, 8)))
+    nested = (tmp_path / "sub dir" / "c.jpg").read_bytes()
     async with af.ImageService(directory=tmp_path) as svc:
         assert svc.count == 2 and svc.url_template.endswith("/img/{i}")
+        assert svc.names == ["b.jpg", "sub dir/c.jpg"]
         status, ctype, body = await get(svc.url_template.format(i=1))
-    assert (status, ctype, body) == (200, "image/jpeg", (tmp_path / "sub" / "c.jpg").read_bytes())
+        assert (status, ctype, body) == (200, "image/jpeg", nested)
+        assert (await get(svc.url_template.format(i=2)))[0] == 404
+        assert await get(svc.file_url("sub dir/c.jpg")) == (200, "image/jpeg", nested)
+        assert (await get(svc.url + "/files/a.txt"))[0] == 404
+        assert (await get(svc.url + "/files/../a.txt"))[0] == 404
+        assert (await get(svc.url + "/files/sub%20dir/c.jpg"))[2] == nested
+        status, _, index = await get(svc.url + "/")
+        base = svc.url
+    info = json.loads(index)
+    assert status == 200 and info["names"] == ["b.jpg", "sub dir/c.jpg"]
+    assert info["files_url"] == f"{base}/files/{{name}}" and info["count"] == 2
 
 
 async def test_a_folder_without_images_is_refused(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ Use it as ``fetch_one`` for a keyed feed over paths, for example a directory wal
 
     feed = af.Feed.from_keys(af.iter_files("data/train"), af.FileFetcher(), blobs=["data"], ...)
 
-Reads and decoding run in the fetcher's thread pool (from ``bridge.py``), opened with the feed
-and closed after it. Every error names the path.
+Reads, decoding and the optional ``transform`` run in the fetcher's thread pool (from
+``bridge.py``), opened with the feed and closed after it. Every error names the path.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ import numpy as np
 
 from ..errors import ConfigError, DecodeError, FetchError
 from ..options import check_positive_int
-from .decode import ImageOptions, decode_image
-from .loader import NO_LABEL, Loader, chunk_of, split_key
+from .decode import decode_image
+from .image_options import ImageOptions
+from .loader import Loader, chunk_from, split_key
+from .transform import Item, Transform, check_transform, describe, run_transform
 
 if TYPE_CHECKING:
     from ..feed import Feed
@@ -86,6 +88,30 @@ def decode_file(
     return value, arrays == "chunk"
 
 
+def load_file(
+    data: bytes,
+    path: str,
+    key: Any,
+    image: ImageOptions,
+    arrays: str,
+    transform: Transform | None,
+) -> tuple[Item | None, bool]:
+    """:func:`decode_file`, then ``transform``: one call in the decode pool.
+
+    Raises:
+        DecodeError: as :func:`decode_file` (``key`` set).
+        FetchError: the transform failed.
+    """
+    try:
+        value, many = decode_file(data, path, image, arrays)
+    except DecodeError as exc:
+        exc.key = key
+        raise
+    if transform is None:
+        return value, many
+    return run_transform(transform, value, key, path), many
+
+
 @final
 class FileFetcher(Loader):
     """Reads and decodes local files; a ``fetch_one(key)`` for keyed feeds.
@@ -99,6 +125,10 @@ class FileFetcher(Loader):
             pool owned by the fetcher with ``threads`` daemon threads (default: the feed's
             concurrency, at most 32, and at least the number of CPUs).
         threads: size of the default pool.
+        transform: ``fn(value, key)``, run in the pool on each decoded file (an image, a
+            ``.npy`` array or a ``.npz`` file's dict of arrays); returns an array, a mapping
+            of blob name to array, or None to drop the key (see ``transform.py``). With
+            ``arrays="chunk"`` it sees an array file whole, and returns rows.
 
     A key is a path, a ``(path, label)`` pair or a mapping with ``"path"`` (and ``"label"``).
     Images and ``.npy`` files give ``[array]`` (``[array, label]`` with a label); ``.npz``
@@ -119,6 +149,7 @@ class FileFetcher(Loader):
         max_bytes: int = 256 << 20,
         executor: Executor | None = None,
         threads: int | None = None,
+        transform: Transform | None = None,
     ) -> None:
         super().__init__(executor=executor, decode_threads=threads, threads_arg="threads")
         if image is not None and not isinstance(image, ImageOptions):
@@ -129,10 +160,12 @@ class FileFetcher(Loader):
         self._arrays: Final = arrays
         self._max_bytes: Final = check_positive_int("max_bytes", max_bytes)
         self._threads_given: Final = threads is not None
+        self._transform: Final = check_transform(transform)
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
-        return f"<FileFetcher {state} image={self._image} arrays={self._arrays!r}>"
+        transform = f" transform={describe(self._transform)}" if self._transform else ""
+        return f"<FileFetcher {state} image={self._image} arrays={self._arrays!r}{transform}>"
 
     def _pool_size(self, feed: Feed | None) -> int:
         """Reads block on the disk: by default one thread per fetch worker, up to a cap."""
@@ -140,11 +173,14 @@ class FileFetcher(Loader):
             return self._decode_threads
         return max(self._decode_threads, min(feed.concurrency, MAX_IO_THREADS))
 
-    async def __call__(self, key: Any) -> list[np.ndarray] | dict[str, np.ndarray]:
-        """Read and decode one file into a one-row chunk (or a chunk of its rows).
+    async def __call__(self, key: Any) -> list[np.ndarray] | dict[str, np.ndarray] | None:
+        """Read, decode and transform one file into a one-row chunk (or a chunk of its rows).
+
+        Returns None when the transform dropped the key.
 
         Raises:
-            FetchError: the file cannot be read (missing, unreadable, too large).
+            FetchError: the file cannot be read (missing, unreadable, too large), or the
+                transform failed.
             DecodeError: its bytes are not what its suffix says.
             FeedStateError: the fetcher is open on another event loop.
         """
@@ -165,19 +201,7 @@ class FileFetcher(Loader):
             ) from exc
         if len(data) > limit:
             raise FetchError(f"cannot read {path}: larger than max_bytes={limit:,}", key=key)
-        try:
-            value, many = await self._in_pool(decode_file, data, path, self._image, self._arrays)
-        except DecodeError as exc:
-            exc.key = key
-            raise
-        if isinstance(value, dict):
-            named = value if many else {name: a[None] for name, a in value.items()}
-            if label is not NO_LABEL:
-                rows = next(iter(named.values())).shape[0] if named else 1
-                named["label"] = np.full(rows, label)
-            return named
-        if not many:
-            return chunk_of(value, label)
-        if label is NO_LABEL:
-            return [value]
-        return [value, np.full(value.shape[0] if value.ndim else 1, label)]
+        item, many = await self._in_pool(
+            load_file, data, path, key, self._image, self._arrays, self._transform
+        )
+        return None if item is None else chunk_from(item, label, rows=many)

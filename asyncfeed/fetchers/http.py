@@ -9,12 +9,15 @@ Use it as ``fetch_one`` for a keyed feed, or seed-style over an endless iterator
 The feed opens the fetcher on its own loop before the workers start: one
 ``aiohttp.ClientSession`` whose ``TCPConnector`` allows as many connections as the feed has
 workers (keep-alive on), and a decode pool; both are closed when the feed stops. A session
-passed in by the user is used as it is and never closed by the fetcher.
+passed in by the user is used as it is and never closed by the fetcher. A ``transform``
+runs in the decode pool after decoding, so wrapping the fetcher in a function of your own
+(which would hide it from the feed's open and close) is never needed.
 
-Each fetch makes at most ``retry.attempts`` requests; between them it waits with exponential
-backoff and jitter, or as long as ``Retry-After`` says (see ``retry.py``). A fetch that fails
-for good raises :class:`HttpError` (URL, status, attempts) or :class:`DecodeError`; the
-feed's error policy then stops the feed or skips the key within ``max_errors``.
+Each fetch retries as ``retry.py`` says: capped exponential backoff with full jitter, or as
+long as ``Retry-After`` says, for at most ``retry.attempts`` requests and ``retry.deadline``
+seconds. A fetch that fails for good raises :class:`HttpError` (URL, status, attempts) or
+:class:`DecodeError`; the feed's error policy then stops the feed or skips the key within
+``max_errors``.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from yarl import URL
 
 from ..errors import ConfigError, DecodeError, HttpError
 from ..options import check_positive_int
-from .decode import ImageOptions, decode_image
 from .hoststats import HostStats
-from .loader import Loader, chunk_of, split_key
+from .image_options import ImageOptions
+from .loader import Loader, chunk_from, split_key
 from .retry import Retry, parse_retry_after, retryable_status
+from .transform import Transform, check_transform, describe, load_image
 
 if TYPE_CHECKING:
     from ..feed import Feed
@@ -81,15 +85,20 @@ class HttpFetcher(Loader):
             open, created on the feed's loop.
         timeout: per-request timeouts (connect, sock_read, total); default
             :data:`DEFAULT_TIMEOUT`.
-        retry: the retry policy; default ``Retry()`` (4 attempts).
+        retry: the retry policy; default ``Retry()``: up to 60 s of capped, jittered
+            backoff for connection errors, timeouts, 408, 429 and 5xx (see ``retry.py``).
         max_bytes: largest body accepted, enforced while it streams (default 32 MiB).
         content_types: accepted content-type prefixes; None accepts any.
         limit: connections of the fetcher's own session; default: the feed's concurrency.
         headers: extra request headers.
+        transform: ``fn(image, key)``, run in the decode pool on each decoded image; returns
+            an array, a mapping of blob name to array, or None to drop the key (see
+            ``transform.py``). Must pickle with ``processes=N``.
         executor, decode_threads: where decoding runs (see :class:`~asyncfeed.loader.Loader`).
 
     A key is a URL, a ``(url, label)`` pair or a mapping with ``"url"`` (and ``"label"``); the
-    chunk is ``[image[None]]`` or ``[image[None], label[None]]``.
+    chunk is ``[image[None]]`` or ``[image[None], label[None]]`` (a transform's mapping:
+    blob name → array, plus ``"label"``).
 
     Raises:
         ConfigError: for any invalid argument.
@@ -108,6 +117,7 @@ class HttpFetcher(Loader):
         content_types: Sequence[str] | None = IMAGE_TYPES,
         limit: int | None = None,
         headers: Mapping[str, str] | None = None,
+        transform: Transform | None = None,
         executor: Executor | None = None,
         decode_threads: int | None = None,
     ) -> None:
@@ -132,12 +142,14 @@ class HttpFetcher(Loader):
         self._types: Final = None if content_types is None else tuple(content_types)
         self._limit: Final = None if limit is None else check_positive_int("limit", limit)
         self._headers: Final = dict(headers or {})
+        self._transform: Final = check_transform(transform)
         self._session: aiohttp.ClientSession | None = None
         self._stats = HostStats()
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
-        return f"<HttpFetcher {state} image={self._image} retry={self._retry}>"
+        transform = f" transform={describe(self._transform)}" if self._transform else ""
+        return f"<HttpFetcher {state} image={self._image} retry={self._retry}{transform}>"
 
     @property
     def session(self) -> aiohttp.ClientSession | None:
@@ -177,23 +189,26 @@ class HttpFetcher(Loader):
 
     # -- fetching -------------------------------------------------------------------------
 
-    async def __call__(self, key: Any) -> list[np.ndarray]:
-        """Fetch and decode one key into a one-row chunk.
+    async def __call__(self, key: Any) -> list[np.ndarray] | dict[str, np.ndarray] | None:
+        """Fetch, decode and transform one key into a one-row chunk.
+
+        Returns None when the transform dropped the key.
 
         Raises:
             HttpError: the fetch failed for good.
             DecodeError: the body is not a readable image, or has too many pixels.
+            FetchError: the transform failed.
             FeedStateError: the fetcher is open on another event loop.
         """
         url, label = split_key(key, "url")
-        data, host = await self._get(str(url), key)
+        source = str(url)
+        data, host = await self._get(source, key)
         try:
-            image = await self._in_pool(decode_image, data, self._image, str(url))
-        except DecodeError as exc:
+            item = await self._in_pool(load_image, data, self._image, source, key, self._transform)
+        except DecodeError:
             self._stats.failed(host, "decode", retried=False, responded=True)
-            exc.key = key
             raise
-        return chunk_of(image, label)
+        return None if item is None else chunk_from(item, label)
 
     async def fetch_bytes(self, url: str) -> bytes:
         """The body of ``url``, with the fetcher's retries and limits, undecoded.
@@ -222,6 +237,7 @@ class HttpFetcher(Loader):
         stats = self._stats
         policy = self._retry
         attempt = 0
+        first = time.perf_counter()
         while True:
             attempt += 1
             start = time.perf_counter()
@@ -240,24 +256,27 @@ class HttpFetcher(Loader):
             else:
                 stats.request(host, time.perf_counter() - start, len(data))
                 return data, host
-            again = failure.retry and attempt < policy.attempts
+            now = time.perf_counter()
+            wait = None
+            if failure.retry:
+                wait = policy.next_wait(attempt, now - first, failure.retry_after)
             responded = failure.status is not None
             if responded:
-                stats.request(host, time.perf_counter() - start, 0)
+                stats.request(host, now - start, 0)
             kind = f"http_{failure.status}" if failure.kind == "status" else failure.kind
-            stats.failed(host, kind, retried=again, responded=responded)
-            if not again:
-                raise _final_error(url, key, attempt, failure) from cause
-            delay = policy.delay(attempt, failure.retry_after)
-            log.debug("GET %s attempt %d: %s; retrying in %.3f s", url, attempt, failure, delay)
-            await asyncio.sleep(delay)
+            stats.failed(host, kind, retried=wait is not None, responded=responded)
+            if wait is None:
+                raise _final_error(url, key, attempt, failure, policy, now - first) from cause
+            log.debug("GET %s attempt %d: %s; retrying in %.3f s", url, attempt, failure, wait)
+            await asyncio.sleep(wait)
 
     async def _get_once(self, session: aiohttp.ClientSession, target: URL) -> bytes:
         async with session.get(target, timeout=self._timeout) as resp:
             status = resp.status
             if not 200 <= status < 300:
+                retry = retryable_status(status)
                 retry_after = None
-                if status in (429, 503):
+                if retry:
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 length = resp.content_length
                 if length is not None and length <= ERROR_BODY_READ:
@@ -266,7 +285,7 @@ class HttpFetcher(Loader):
                     "status",
                     f"HTTP {status} {resp.reason or ''}".rstrip(),
                     status=status,
-                    retry=retryable_status(status),
+                    retry=retry,
                     retry_after=retry_after,
                 )
             types = self._types
@@ -306,7 +325,9 @@ async def _read_limited(resp: aiohttp.ClientResponse, limit: int, status: int) -
     return bytes(buf)
 
 
-def _final_error(url: str, key: Any, attempts: int, failure: _Failed) -> HttpError:
+def _final_error(
+    url: str, key: Any, attempts: int, failure: _Failed, policy: Retry, elapsed: float
+) -> HttpError:
     plural = "s" if attempts != 1 else ""
     if failure.status is not None and failure.kind == "status":
         what = str(failure)
@@ -314,8 +335,18 @@ def _final_error(url: str, key: Any, attempts: int, failure: _Failed) -> HttpErr
         what = f"HTTP {failure.status}, {failure}"
     else:
         what = f"no response (status none), {failure}"
+    why = ""
+    if failure.retry and attempts < policy.attempts:  # the deadline ended the retries
+        left = policy.deadline - elapsed
+        if failure.retry_after is not None and 0 < left < failure.retry_after:
+            why = (
+                f" (Retry-After {failure.retry_after:g} s ends past the retry deadline, "
+                f"{left:.1f} s away)"
+            )
+        else:
+            why = f" in {elapsed:.1f} s (retry deadline {policy.deadline:g} s)"
     return HttpError(
-        f"GET {url} failed after {attempts} attempt{plural}: {what}",
+        f"GET {url} failed after {attempts} attempt{plural}{why}: {what}",
         url=url,
         status=failure.status,
         attempts=attempts,

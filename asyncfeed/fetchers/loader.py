@@ -2,8 +2,10 @@
 
 A key is a location (a URL or a path), or a record holding one and a label: a
 ``(location, label)`` pair or a mapping with ``"url"`` / ``"path"`` and ``"label"``. A fetched
-item becomes a one-row chunk: ``[image[None]]``, or ``[image[None], label[None]]`` when the key
-carries a label.
+item becomes a one-row chunk (:func:`chunk_from`): ``[image[None]]``, or
+``[image[None], label[None]]`` when the key carries a label; an item that is a mapping of
+arrays (a ``.npz`` file, a transform's result) becomes a mapping chunk, blob name → array,
+with ``"label"`` added unless it has one.
 
 Decoding runs in a :class:`~asyncfeed.bridge.DaemonThreadPool` (or the executor the user
 passes), opened with the feed and closed after it, never on the event loop. Used outside a
@@ -29,7 +31,7 @@ from ..errors import ConfigError, FeedStateError, FetchError
 if TYPE_CHECKING:
     from ..feed import Feed
 
-__all__ = ["NO_LABEL", "Loader", "SeedFetch", "chunk_of", "split_key"]
+__all__ = ["NO_LABEL", "Loader", "SeedFetch", "chunk_from", "chunk_of", "split_key"]
 
 log = logging.getLogger("asyncfeed.loader")
 
@@ -63,6 +65,33 @@ def chunk_of(item: np.ndarray, label: Any) -> list[np.ndarray]:
     if label is NO_LABEL:
         return [item[None]]
     return [item[None], np.asarray(label)[None]]
+
+
+def chunk_from(
+    item: np.ndarray | Mapping[str, np.ndarray], label: Any, *, rows: bool = False
+) -> list[np.ndarray] | dict[str, np.ndarray]:
+    """The chunk of one fetched item, and its key's label.
+
+    ``rows=False``: the item is one row (each array gets a leading dimension of 1);
+    ``rows=True``: each array's first dimension holds the rows, and the label is repeated
+    for each. A mapping item gives a mapping chunk; its own ``"label"`` wins over the key's.
+    """
+    if isinstance(item, Mapping):
+        named = {name: a if rows else a[None] for name, a in item.items()}
+        if label is not NO_LABEL and "label" not in named:
+            count = next(iter(named.values())).shape[0] if named else 1
+            named["label"] = _labels(label, count)
+        return named
+    if not rows:
+        return chunk_of(item, label)
+    if label is NO_LABEL:
+        return [item]
+    return [item, _labels(label, item.shape[0] if item.ndim else 1)]
+
+
+def _labels(label: Any, count: int) -> np.ndarray:
+    one = np.asarray(label)[None]
+    return one if count == 1 else np.repeat(one, count, axis=0)
 
 
 class Loader(abc.ABC):
@@ -214,8 +243,8 @@ class Loader(abc.ABC):
         return {}
 
     @abc.abstractmethod
-    async def __call__(self, key: Any) -> list[np.ndarray] | dict[str, np.ndarray]:
-        """Fetch and decode one key into a chunk."""
+    async def __call__(self, key: Any) -> list[np.ndarray] | dict[str, np.ndarray] | None:
+        """Fetch and decode one key into a chunk (None: a transform dropped it)."""
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle the configuration only: resources are recreated in the loop that opens it."""
@@ -237,7 +266,7 @@ class SeedFetch:
 
     async def __call__(
         self, worker_id: int, batch_size: int
-    ) -> list[np.ndarray] | dict[str, np.ndarray]:
+    ) -> list[np.ndarray] | dict[str, np.ndarray] | None:
         try:
             key = next(self._keys)
         except StopIteration:

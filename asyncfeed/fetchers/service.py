@@ -1,11 +1,17 @@
 """``ImageService``: an embedded aiohttp image server on 127.0.0.1 for demos, tests, benchmarks.
 
-It serves ``count`` synthetic images generated at start-up (or the images of a local folder)
-at ``/img/{i}`` (any extension after the number; ``i`` wraps around ``count``), with an
-injectable latency and error rate::
+It serves ``count`` synthetic images generated at start-up (or the images of a local folder),
+with an injectable latency and error rate, at two kinds of address:
+
+- ``/img/{i}``: image number ``i`` (any extension after the number), 0 to ``count - 1``;
+  any other number is a 404;
+- ``/files/{name}``: an image by name: a folder's file by its path under the folder
+  (``/files/cats/001.jpg``), a synthetic image as ``{i}.jpg`` or ``{i}.png``.
+
+``GET /`` returns ``{"count", "url_template", "files_url", "names"}`` as JSON::
 
     async with ImageService(count=300, size=256, latency_ms=20, error_rate=0.01) as svc:
-        urls = svc.urls(1000)            # or svc.url_template.format(i=7)
+        urls = svc.urls(1000)            # cycles over the 300; or svc.url_template.format(i=7)
 
 Synthetic image ``i`` belongs to class ``i % classes`` (its colour scheme depends on the class),
 so a model can learn something from it; :meth:`ImageService.records` gives ``(url, label)``
@@ -21,6 +27,7 @@ import mimetypes
 import os
 import random
 import socket
+import urllib.parse
 from pathlib import Path
 from typing import Any, Final, Literal, Self, final
 
@@ -71,11 +78,14 @@ def _generate(count: int, size: int, fmt: str, quality: int, classes: int) -> li
     return [_encode(synthetic_image(i, size, classes), fmt, quality) for i in range(count)]
 
 
-def _read_folder(directory: str) -> tuple[list[bytes], list[str]]:
+def _read_folder(directory: str) -> tuple[list[bytes], list[str], list[str]]:
+    """The bodies, content types and names (paths under ``directory``, with ``/``) of its
+    images, in :func:`~asyncfeed.fetchers.files.iter_files` order."""
     from .files import IMAGE_SUFFIXES, iter_files
 
     bodies: list[bytes] = []
     types: list[str] = []
+    names: list[str] = []
     total = 0
     for path in iter_files(directory, IMAGE_SUFFIXES):
         data = Path(path).read_bytes()
@@ -84,9 +94,10 @@ def _read_folder(directory: str) -> tuple[list[bytes], list[str]]:
             raise ConfigError(f"{directory} holds more than {MAX_FOLDER_BYTES:,} bytes of images")
         bodies.append(data)
         types.append(mimetypes.guess_type(path)[0] or "application/octet-stream")
+        names.append(Path(os.path.relpath(path, directory)).as_posix())
     if not bodies:
         raise ConfigError(f"no images found under {directory}")
-    return bodies, types
+    return bodies, types, names
 
 
 @final
@@ -141,6 +152,8 @@ class ImageService:
         self._rng = random.Random(seed)
         self._bodies: list[bytes] = []
         self._types: list[str] = []
+        self._names: list[str] = []
+        self._by_name: dict[str, int] = {}
         self._runner: web.AppRunner | None = None
         self.requests = 0
         self.errors_injected = 0
@@ -163,17 +176,26 @@ class ImageService:
         ext = {"jpeg": ".jpg", "png": ".png"}[self.fmt] if self.directory is None else ""
         return f"{self.url}/img/{{i}}{ext}"
 
+    @property
+    def names(self) -> list[str]:
+        """The images' names, in index order, once started: ``/files/{name}`` serves one."""
+        return list(self._names)
+
+    def file_url(self, name: str) -> str:
+        """The URL of the image called ``name`` (see :attr:`names`), percent-encoded."""
+        return f"{self.url}/files/{urllib.parse.quote(name)}"
+
     def urls(self, n: int | None = None) -> list[str]:
-        """URLs of images ``0 .. n-1`` (default: every image once)."""
+        """URLs of ``n`` images (default: every image once), cycling over the ``count``."""
         template = self.url_template
-        return [template.format(i=i) for i in range(self.count if n is None else n)]
+        return [template.format(i=i % self.count) for i in range(self.count if n is None else n)]
 
     def label(self, i: int) -> int:
         """The class of image ``i`` (0 for a folder's images)."""
         return 0 if self.directory is not None else (i % self.count) % self.classes
 
     def records(self, n: int | None = None) -> list[tuple[str, int]]:
-        """``(url, label)`` keys for images ``0 .. n-1``."""
+        """``(url, label)`` keys of ``n`` images, cycling over the ``count``."""
         return [(u, self.label(i)) for i, u in enumerate(self.urls(n))]
 
     def body(self, i: int) -> bytes:
@@ -192,7 +214,7 @@ class ImageService:
         if self._runner is not None:
             raise RuntimeError("the image service is already started")
         if self.directory is not None:
-            self._bodies, self._types = await to_thread(
+            self._bodies, self._types, self._names = await to_thread(
                 _read_folder, self.directory, name="asyncfeed-service-read"
             )
             self.count = len(self._bodies)
@@ -207,8 +229,12 @@ class ImageService:
                 name="asyncfeed-service-generate",
             )
             self._types = [f"image/{self.fmt}"] * self.count
+            ext = {"jpeg": "jpg", "png": "png"}[self.fmt]
+            self._names = [f"{i}.{ext}" for i in range(self.count)]
+        self._by_name = {name: i for i, name in enumerate(self._names)}
         app = web.Application()
         app.router.add_get("/img/{name}", self._serve)
+        app.router.add_get("/files/{name:.+}", self._serve_file)
         app.router.add_get("/", self._index)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -241,6 +267,18 @@ class ImageService:
     # -- handlers -------------------------------------------------------------------------
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
+        number = request.match_info["name"].partition(".")[0]
+        index = int(number) if number.isdigit() else None
+        if index is not None and index >= self.count:
+            index = None
+        return await self._respond(index, f"no image number {number!r} (0 to {self.count - 1})")
+
+    async def _serve_file(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        return await self._respond(self._by_name.get(name), f"no image named {name!r}")
+
+    async def _respond(self, index: int | None, missing: str) -> web.StreamResponse:
+        """Image ``index`` after the injected latency and errors; a 404 when it is None."""
         self.requests += 1
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
@@ -250,16 +288,19 @@ class ImageService:
             if self.error_rate and self._rng.random() < self.error_rate:
                 self.errors_injected += 1
                 return web.Response(status=503, text="injected error")
-            number = request.match_info["name"].partition(".")[0]
-            if not number.isdigit():
-                return web.Response(status=404, text="not an image number")
-            i = int(number) % self.count
-            body = self._bodies[i]
+            if index is None:
+                return web.Response(status=404, text=missing)
+            body = self._bodies[index]
             self.bytes_sent += len(body)
-            return web.Response(body=body, content_type=self._types[i])
+            return web.Response(body=body, content_type=self._types[index])
         finally:
             self.in_flight -= 1
 
     async def _index(self, request: web.Request) -> web.Response:
-        info: dict[str, Any] = {"count": self.count, "url_template": self.url_template}
+        info: dict[str, Any] = {
+            "count": self.count,
+            "url_template": self.url_template,
+            "files_url": f"{self.url}/files/{{name}}",
+            "names": self._names,
+        }
         return web.json_response(info)

@@ -167,3 +167,30 @@ async def test_the_server_killed_and_restarted_mid_run(board: Switchboard) -> No
 def _connection_errors(fetcher: af.HttpFetcher) -> int:
     hosts = fetcher.host_stats()
     return sum(int(h["errors"].get("connection", 0)) for h in hosts.values())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_a_server_down_for_5_s_costs_nothing_with_default_settings(
+    board: Switchboard,
+) -> None:
+    """Every setting at its default (retry, timeouts, concurrency, no max_errors): a restart
+    of several seconds delays the feed and loses nothing."""
+    fetcher = af.HttpFetcher()
+    feed = af.Feed.from_keys(
+        [(board.url(i), i) for i in range(400)], fetcher, blobs=["data", "label"], batch_size=8
+    )
+    seen: set[int] = set()
+    async with feed:
+        async for batch in feed:
+            check_images(batch, seen)
+            if len(seen) == 96:
+                await board.kill()
+                while _connection_errors(fetcher) < 8:  # the fetchers see it down, and retry
+                    await asyncio.sleep(0)
+                await asyncio.sleep(5.0)  # the outage under test, not synchronisation
+                await board.restart()
+    assert seen == set(range(400))
+    stats = assert_clean_end(feed, causes=set(), issued=400)
+    (host,) = stats.hosts.values()
+    assert host["retries"] >= 8 and stats.fetch_errors == 0
