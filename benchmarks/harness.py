@@ -41,6 +41,10 @@ METRICS = (
     "stop_s",
     "bytes_per_s",
     "us_per_batch",
+    "service_cpu_us_per_row",
+    "round_trip_ms",
+    "single_thread_rows_per_s",
+    "bound_with_server_rows_per_s",
 )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import workloads
 from .data import Streams
-from .runner import Timeline
+from .runner import ServiceClock, Timeline
 from .spec import RunSpec, Unavailable
 
 __all__ = ["MEASURED", "execute", "main"]
@@ -43,6 +43,8 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         checker = workload.checker(spec)
         runner = workload.runner(spec, streams)
         timeline = Timeline(checker, spec.phases)
+        if spec.params.get("service_pid") is not None:
+            timeline.service = ServiceClock(int(spec.params["service_pid"]))
         try:
             runner.run(timeline)
         finally:
