@@ -106,8 +106,7 @@ class SyntheticWorkload(Workload):
         ]
         if self.copy_bound:
             out.append(spec("bound", "bound: single-thread np.copyto"))
-        else:
-            out.append(spec("bound", "bound: single-thread fetch + np.copyto", fetch=True))
+        out.append(spec("bound", "bound: single-thread fetch + np.copyto", fetch=True))
         return out
 
     def checker(self, spec: RunSpec) -> BatchChecker:
