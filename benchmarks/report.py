@@ -293,6 +293,20 @@ def _series(summary: Summary) -> dict[str, dict[str, list[tuple[int, float, floa
     }
 
 
+_COLOURS = (  # one colour per pipeline, the same in both panels
+    ("processes=2", "tab:red"),
+    ("asyncfeed", "tab:green"),
+    ("torchdata", "tab:brown"),
+    ("SPDL", "tab:orange"),
+    ("DataLoader", "tab:blue"),
+    ("classic", "tab:purple"),
+)
+
+
+def _colour(series: str) -> str:
+    return next((c for key, c in _COLOURS if key in series), "tab:gray")
+
+
 def plot_http(summary: Summary | None, path: Path) -> bool:
     """Rows/s against concurrency, one line per pipeline, one panel for the same-fetch rows
     and one for the own-path rows; False when there is nothing to plot."""
@@ -315,9 +329,9 @@ def plot_http(summary: Summary | None, path: Path) -> bool:
             ys = [p[1] for p in points]
             lo = [p[1] - p[2] for p in points]
             hi = [p[3] - p[1] for p in points]
-            style: dict[str, Any] = {"linewidth": 1.2}
+            style: dict[str, Any] = {"linewidth": 1.2, "color": _colour(name)}
             if name.startswith("asyncfeed"):
-                style = {"linewidth": 2.5}
+                style["linewidth"] = 2.5
             if name.startswith("bound"):
                 style = {"linestyle": "--", "color": "grey"}
             ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name, **style)
