@@ -32,7 +32,9 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/python -m asyncfeed demo
 
-# make bench BENCH_ARGS=--quick for a smoke run; see python -m benchmarks --help.
+# Writes benchmarks/results/runs/<timestamp>/ (git-ignored). make bench BENCH_ARGS=--quick for
+# a smoke run; BENCH_ARGS=--update-results also replaces the committed results/latest.* and
+# http.png (never with --quick); see python -m benchmarks --help.
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 

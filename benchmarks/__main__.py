@@ -5,6 +5,12 @@ Examples::
     python -m benchmarks                      # every workload, 3 repetitions (make bench)
     python -m benchmarks --quick              # smoke run: short windows, 1 repetition
     python -m benchmarks overhead rebatch --reps 5 --json out.json
+    python -m benchmarks --update-results     # also replace the committed results/latest.*
+
+Every run writes ``results.md``, ``results.json`` and ``http.png`` into a folder of its own,
+``results/runs/<timestamp>/`` (git-ignored). Only ``--update-results`` copies them over the
+committed ``results/latest.md``, ``latest.json`` and ``http.png``; a ``--quick`` run never
+does.
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ from typing import Any
 
 from . import workloads
 from .harness import Record, run_suite, summarise
-from .report import Section, fmt_num, markdown, write_results
+from .report import Section, fmt_num, load_average, markdown, update_committed, write_run
 from .runner import Phases
 
 RESULTS = Path(__file__).resolve().parent / "results"
+RUNS = RESULTS / "runs"
 PACKAGES = ("asyncfeed", "numpy", "aiohttp", "torch", "torchdata", "spdl", "psutil")
 
 
@@ -39,11 +46,10 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _meta(args: argparse.Namespace, phases: Phases) -> dict[str, Any]:
-    try:
-        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        load = ""
+def _meta(
+    args: argparse.Namespace, phases: Phases, start_load: tuple[float, ...] | None
+) -> dict[str, Any]:
+    load = "" if start_load is None else ", ".join(f"{x:.2f}" for x in start_load)
     return {
         "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs",
@@ -92,8 +98,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=None, help="warm-up seconds (0.5)")
     parser.add_argument("--only", default=None, help="only configurations whose label has this")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    parser.add_argument(
+        "--out", type=Path, default=RUNS, help="where run folders go (results/runs)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only, write no files")
+    parser.add_argument(
+        "--update-results",
+        action="store_true",
+        help="also copy the run over the committed results/latest.md, latest.json, http.png",
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="per-run limit, seconds")
     parser.add_argument("--list", action="store_true", help="list the configurations and exit")
     args = parser.parse_args(argv)
@@ -104,6 +117,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.reps = 1 if args.quick else 3
     if args.reps < 1:
         parser.error("--reps must be >= 1")
+    if args.update_results and args.quick:
+        parser.error(
+            "--update-results cannot be used with --quick: smoke runs never replace "
+            "the committed results"
+        )
+    if args.update_results and args.no_write:
+        parser.error("--update-results cannot be used with --no-write")
     return args
 
 
@@ -120,10 +140,12 @@ def phases_for(args: argparse.Namespace) -> Phases:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    start_load = load_average()
     phases = phases_for(args)
     names = args.workloads or list(workloads.NAMES)
     sections: list[Section] = []
     summaries: dict[str, Any] = {}
+    loads: dict[str, dict[str, Any]] = {}
     all_records: list[Record] = []
     for name in names:
         wl = workloads.get(name)
@@ -138,8 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         if why_not:
             print(f"[{name}] not available: {why_not}", file=sys.stderr)
-            sections.append((wl.title, wl.description, None, [], why_not, wl.table_kind))
+            sections.append(Section(wl.title, wl.description, None, why_not=why_not))
             continue
+        before = load_average()
         try:
             with wl.session() as shared:
                 specs = [dataclasses.replace(s, params={**s.params, **shared}) for s in specs]
@@ -147,21 +170,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as exc:  # a workload's set-up failed: report it, run the others
             why = f"set-up failed: {type(exc).__name__}: {exc}"
             print(f"[{name}] {why}", file=sys.stderr)
-            sections.append((wl.title, wl.description, None, [], why, wl.table_kind))
+            sections.append(Section(wl.title, wl.description, None, why_not=why))
             continue
+        after = load_average()
         all_records += records
         summary = wl.decorate(summarise(records).get(name, {}))
         summaries[name] = summary
+        loads[name] = {"before": before, "after": after}
         sections.append(
-            (wl.title, wl.description, summary, wl.targets(summary), None, wl.table_kind)
+            Section(
+                wl.title,
+                wl.description,
+                summary,
+                wl.targets(summary),
+                kind=wl.table_kind,
+                load_before=before,
+                load_after=after,
+            )
         )
     if args.list:
         return 0
-    meta = _meta(args, phases)
+    meta = _meta(args, phases, start_load)
     text = markdown(meta, sections)
     print(text)
     data = {
         "meta": meta,
+        "load_average": loads,
         "summary": summaries,
         "records": [
             {"workload": r.spec.workload, "label": r.spec.label, "rep": r.rep, "result": r.result}
@@ -170,7 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if not args.no_write:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        for path in write_results(args.out, stamp, text, data, summaries.get("http")):
+        run_dir = args.out / (f"{stamp}-quick" if args.quick else stamp)
+        written = write_run(run_dir, text, data, summaries.get("http"))
+        if args.update_results:
+            written += update_committed(run_dir, RESULTS)
+        for path in written:
             print(f"wrote {path}", file=sys.stderr)
     if args.json is not None:
         import json

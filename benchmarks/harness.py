@@ -41,6 +41,10 @@ METRICS = (
     "stop_s",
     "bytes_per_s",
     "us_per_batch",
+    "service_cpu_us_per_row",
+    "round_trip_ms",
+    "single_thread_rows_per_s",
+    "bound_with_server_rows_per_s",
 )
 
 
@@ -126,6 +130,7 @@ def run_one(spec: RunSpec, *, timeout: float, python: str = sys.executable) -> d
         log_path = Path(tmp, "log.txt")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")  # nothing measured uses BLAS; idle spins
         cmd = [python, "-m", "benchmarks.worker", "--result", str(result_path), spec.to_json()]
         started = time.monotonic()
         with open(log_path, "wb") as log:

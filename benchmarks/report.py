@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .workloads.base import Target
 
 __all__ = [
+    "Section",
     "fmt_num",
     "fmt_range",
     "latency_table",
+    "load_average",
     "markdown",
     "plot_http",
     "table",
-    "write_results",
+    "update_committed",
+    "write_run",
 ]
 
 Summary = dict[str, dict[str, Any]]
@@ -176,15 +181,48 @@ def latency_table(summary: Summary) -> str:
     return "\n".join(lines)
 
 
-Section = tuple[str, str, Summary | None, Sequence[Target], str | None, str]
+@dataclass
+class Section:
+    """One workload's part of the report.
+
+    ``summary`` None: not measured, ``why_not`` says why. ``kind``: ``"throughput"`` or
+    ``"latency"``. ``load_before`` / ``load_after``: the machine's 1, 5 and 15 minute load
+    averages just before the workload's first run and just after its last.
+    """
+
+    title: str
+    description: str
+    summary: Summary | None
+    targets: Sequence[Target] = ()
+    why_not: str | None = None
+    kind: str = "throughput"
+    load_before: tuple[float, ...] | None = None
+    load_after: tuple[float, ...] | None = None
+
+
+def load_average() -> tuple[float, ...] | None:
+    """The 1, 5 and 15 minute load averages, or None where the platform has none."""
+    try:
+        return tuple(round(x, 2) for x in os.getloadavg())
+    except OSError:
+        return None
+
+
+def _load_line(section: Section) -> str | None:
+    def fmt(load: tuple[float, ...] | None) -> str:
+        return "–" if load is None else ", ".join(f"{x:.2f}" for x in load)
+
+    if section.load_before is None and section.load_after is None:
+        return None
+    return (
+        f"Load average (1, 5, 15 min) before: {fmt(section.load_before)}; "
+        f"after: {fmt(section.load_after)}"
+    )
 
 
 def markdown(meta: dict[str, Any], sections: Sequence[Section]) -> str:
-    """The whole report: a header, then per workload its title, description, table, targets.
-
-    ``sections``: (title, description, summary or None, targets, reason unavailable,
-    table kind: ``"throughput"`` or ``"latency"``).
-    """
+    """The whole report: a header, then per workload its title, description, load averages,
+    table and targets."""
     out = ["# asyncfeed benchmarks", ""]
     out.append(
         f"{meta['date']} · {meta['machine']} · Python {meta['python']} · "
@@ -196,7 +234,7 @@ def markdown(meta: dict[str, Any], sections: Sequence[Section]) -> str:
         out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
         out.append("")
     if meta.get("load"):
-        out.append(f"Load average at start: {meta['load']}")
+        out.append(f"Load average (1, 5, 15 min) at start: {meta['load']}")
         out.append("")
     out.append(
         "Medians over the repetitions, min–max in parentheses. *asyncfeed ×* is asyncfeed's "
@@ -209,77 +247,130 @@ def markdown(meta: dict[str, Any], sections: Sequence[Section]) -> str:
         "a machine that other work keeps busy, rows/s drift with the load; CPU µs/row "
         "drifts much less, and the targets also give the ratio per CPU second."
     )
-    for title, description, summary, targets, why_not, kind in sections:
-        out += ["", f"## {title}", "", description, ""]
-        if summary is None:
-            out.append(f"*Not measured: {why_not}*")
+    for sec in sections:
+        out += ["", f"## {sec.title}", "", sec.description, ""]
+        if (load := _load_line(sec)) is not None:
+            out += [load, ""]
+        if sec.summary is None:
+            out.append(f"*Not measured: {sec.why_not}*")
             continue
-        out.append(latency_table(summary) if kind == "latency" else table(summary))
-        if targets:
+        out.append(latency_table(sec.summary) if sec.kind == "latency" else table(sec.summary))
+        if sec.targets:
             out += ["", "Targets:", ""]
-            out += [t.render() for t in targets]
+            out += [t.render() for t in sec.targets]
     out.append("")
     return "\n".join(out)
 
 
-def plot_http(summary: Summary | None, path: Path) -> bool:
-    """Rows/s against concurrency, one line per pipeline; False when there is nothing to plot."""
-    if not summary:
-        return False
-    series: dict[str, list[tuple[int, float, float, float]]] = {}
+PANELS = (
+    ("same", "same fetch code (like for like)"),
+    ("own", "each pipeline's own path"),
+)
+
+
+def _series(summary: Summary) -> dict[str, dict[str, list[tuple[int, float, float, float]]]]:
+    """Per panel (``same`` / ``own``), per series: (concurrency, median, min, max) points.
+
+    Bound rows go into every panel; rows without a ``fetch`` parameter into ``same``.
+    """
+    panels: dict[str, dict[str, list[tuple[int, float, float, float]]]] = {}
     for row in summary.values():
         stats = row.get("rows_per_s")
         if row.get("group") is None or stats is None or row.get("status") != "ok":
             continue
-        name = row.get("series") or row.get("params", {}).get("series") or row["pipeline"]
-        series.setdefault(name, []).append(
-            (int(row["group"]), stats["median"], stats["min"], stats["max"])
+        params = row.get("params", {})
+        name = row.get("series") or params.get("series") or row["pipeline"]
+        point = (int(row["group"]), stats["median"], stats["min"], stats["max"])
+        where = (
+            [p for p, _ in PANELS] if row["pipeline"] == "bound" else [params.get("fetch", "same")]
         )
-    if not series:
+        for panel in where:
+            panels.setdefault(panel, {}).setdefault(name, []).append(point)
+    return {
+        p: panels[p]
+        for p, _ in PANELS
+        if p in panels and any(not n.startswith("bound") for n in panels[p])
+    }
+
+
+_COLOURS = (  # one colour per pipeline, the same in both panels
+    ("processes=2", "tab:red"),
+    ("asyncfeed", "tab:green"),
+    ("torchdata", "tab:brown"),
+    ("SPDL", "tab:orange"),
+    ("DataLoader", "tab:blue"),
+    ("classic", "tab:purple"),
+)
+
+
+def _colour(series: str) -> str:
+    return next((c for key, c in _COLOURS if key in series), "tab:gray")
+
+
+def plot_http(summary: Summary | None, path: Path) -> bool:
+    """Rows/s against concurrency, one line per pipeline, one panel for the same-fetch rows
+    and one for the own-path rows; False when there is nothing to plot."""
+    panels = _series(summary or {})
+    if not panels:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for name, points in sorted(series.items()):
-        points.sort()
-        xs = [p[0] for p in points]
-        ys = [p[1] for p in points]
-        lo = [p[1] - p[2] for p in points]
-        hi = [p[3] - p[1] for p in points]
-        style = {"linewidth": 2.5} if name.startswith("asyncfeed") else {"linewidth": 1.2}
-        if name.startswith("bound"):
-            style = {"linestyle": "--", "color": "grey"}
-        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name, **style)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("concurrency (requests in flight)")
-    ax.set_ylabel("images/s (median, min–max)")
-    ax.set_title("http: GET 256×256 JPEG (20 ms latency) + decode, batch 32")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    titles = dict(PANELS)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(6.5 * len(panels), 4.8), dpi=120, sharey=True, squeeze=False
+    )
+    for ax, (panel, series) in zip(axes[0], panels.items(), strict=True):
+        for name, points in sorted(series.items()):
+            points.sort()
+            xs = [p[0] for p in points]
+            ys = [p[1] for p in points]
+            lo = [p[1] - p[2] for p in points]
+            hi = [p[3] - p[1] for p in points]
+            style: dict[str, Any] = {"linewidth": 1.2, "color": _colour(name)}
+            if name.startswith("asyncfeed"):
+                style["linewidth"] = 2.5
+            if name.startswith("bound"):
+                style = {"linestyle": "--", "color": "grey"}
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name, **style)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrency (requests in flight)")
+        ax.set_title(titles[panel], fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("images/s (median, min–max)")
+    fig.suptitle("http: GET 256×256 JPEG (20 ms latency) + decode, batch 32", fontsize=11)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return True
 
 
-def write_results(
-    directory: Path, stamp: str, text: str, data: dict[str, Any], http: Summary | None
-) -> list[Path]:
-    """Write ``<stamp>.md``, ``<stamp>.json``, ``latest.md``, ``latest.json`` and the plot."""
+def write_run(directory: Path, text: str, data: dict[str, Any], http: Summary | None) -> list[Path]:
+    """Write one run's ``results.md``, ``results.json`` and ``http.png`` into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    md = directory / f"{stamp}.md"
+    md = directory / "results.md"
     md.write_text(text)
-    js = directory / f"{stamp}.json"
+    js = directory / "results.json"
     js.write_text(json.dumps(data, indent=1, default=str))
-    shutil.copyfile(md, directory / "latest.md")
-    shutil.copyfile(js, directory / "latest.json")
-    written += [md, js, directory / "latest.md", directory / "latest.json"]
-    png = directory / f"http-{stamp}.png"
+    written = [md, js]
+    png = directory / "http.png"
     if plot_http(http, png):
-        shutil.copyfile(png, directory / "http.png")
-        written += [png, directory / "http.png"]
+        written.append(png)
+    return written
+
+
+def update_committed(run: Path, results: Path) -> list[Path]:
+    """Copy a run's files over the committed ``latest.md``, ``latest.json`` and ``http.png``."""
+    written = []
+    for name, target in (
+        ("results.md", "latest.md"),
+        ("results.json", "latest.json"),
+        ("http.png", "http.png"),
+    ):
+        if (run / name).exists():
+            shutil.copyfile(run / name, results / target)
+            written.append(results / target)
     return written

@@ -28,7 +28,7 @@ import psutil
 from .checks import BatchChecker
 from .data import Streams
 
-__all__ = ["AsyncRunner", "Phases", "Runner", "Timeline", "cpu_seconds"]
+__all__ = ["AsyncRunner", "Phases", "Runner", "ServiceClock", "Timeline", "cpu_seconds"]
 
 
 def cpu_seconds(proc: psutil.Process | None = None) -> float:
@@ -42,6 +42,41 @@ def cpu_seconds(proc: psutil.Process | None = None) -> float:
             continue
         total += t.user + t.system
     return total
+
+
+class ServiceClock:
+    """CPU seconds of a process outside the measured tree (a server) over a span of time.
+
+    ``pid`` None, or a process that cannot be read, measures nothing.
+    """
+
+    def __init__(self, pid: int | None) -> None:
+        self._proc: psutil.Process | None = None
+        if pid is not None:
+            try:
+                self._proc = psutil.Process(pid)
+            except psutil.Error:
+                self._proc = None
+        self._start: float | None = None
+
+    def _now(self) -> float | None:
+        if self._proc is None:
+            return None
+        try:
+            t = self._proc.cpu_times()
+        except psutil.Error:
+            return None
+        return float(t.user + t.system)
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def seconds(self) -> float | None:
+        """CPU seconds since :meth:`start`; None when not measured."""
+        now = self._now()
+        if now is None or self._start is None:
+            return None
+        return now - self._start
 
 
 @dataclass(frozen=True)
@@ -216,6 +251,8 @@ class Timeline:
     drain_deadline: float = 0.0
     last_batch_at: float = 0.0
     held: int | None = None
+    service: ServiceClock | None = None
+    service_cpu_s: float | None = None
     ended: bool = False
     stop_s: float | None = None
     early_end: bool = False
@@ -259,6 +296,8 @@ class Timeline:
         self.rows_at_window = self.checker.rows
         self.batches_at_window = self.checker.batches
         self.cpu_at_window = cpu_seconds()
+        if self.service is not None:
+            self.service.start()
 
     def _close_window(self, now: float) -> None:
         assert self.window_start is not None
@@ -266,6 +305,8 @@ class Timeline:
         self.window_rows = self.checker.rows - self.rows_at_window
         self.window_batches = self.checker.batches - self.batches_at_window
         self.window_cpu_s = cpu_seconds() - self.cpu_at_window
+        if self.service is not None:
+            self.service_cpu_s = self.service.seconds()
         self.draining = True
         self.drain_deadline = now + self.phases.drain_timeout
 
@@ -287,6 +328,9 @@ class Timeline:
             "batches_per_s": self.window_batches / secs if secs > 0 else 0.0,
             "cpu_us_per_row": 1e6 * self.window_cpu_s / rows if rows else None,
             "cpu_util": self.window_cpu_s / secs if secs > 0 else None,
+            "service_cpu_us_per_row": (
+                1e6 * self.service_cpu_s / rows if rows and self.service_cpu_s is not None else None
+            ),
             "window_s": secs,
             "window_rows": rows,
             "first_batch_s": self.first_batch_s,

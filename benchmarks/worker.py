@@ -19,7 +19,7 @@ from typing import Any
 
 from . import workloads
 from .data import Streams
-from .runner import Timeline
+from .runner import ServiceClock, Timeline
 from .spec import RunSpec, Unavailable
 
 __all__ = ["MEASURED", "execute", "main"]
@@ -43,6 +43,8 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         checker = workload.checker(spec)
         runner = workload.runner(spec, streams)
         timeline = Timeline(checker, spec.phases)
+        if spec.params.get("service_pid") is not None:
+            timeline.service = ServiceClock(int(spec.params["service_pid"]))
         try:
             runner.run(timeline)
         finally:
@@ -63,9 +65,24 @@ def execute(spec: RunSpec) -> dict[str, Any]:
 
 
 def _maxrss_mb() -> dict[str, float]:
-    scale = 1 / 1024  # ru_maxrss is in KiB on Linux
+    """This process's peak RSS, and its waited-for children's.
+
+    On Linux ``ru_maxrss`` survives fork and exec: a worker started by a parent larger than
+    itself would report the parent's size. ``VmHWM`` in ``/proc/self/status`` belongs to
+    this process's own address space, so it is used where it exists.
+    """
+    scale = 1 / 1024  # ru_maxrss and VmHWM are in KiB on Linux
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    own = int(line.split()[1]) * scale
+                    break
+    except OSError:
+        pass
     return {
-        "self_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
+        "self_maxrss_mb": own,
         "children_maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale,
     }
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from benchmarks.harness import Record, run_suite, summarise
-from benchmarks.report import fmt_num, fmt_range, latency_table, markdown, table
+from benchmarks.report import Section, fmt_num, fmt_range, latency_table, markdown, table
 from benchmarks.runner import Phases
 from benchmarks.spec import RunSpec
 from benchmarks.workloads.base import Target
@@ -154,11 +154,21 @@ def test_markdown_has_every_section() -> None:
     text = markdown(
         meta,
         [
-            ("w: title", "about w", summary, [Target("goal", True, "2×")], None, "throughput"),
-            ("http", "about http", None, [], "not available yet", "throughput"),
+            Section(
+                "w: title",
+                "about w",
+                summary,
+                [Target("goal", True, "2×"), Target("figure", None, "40 %", info=True)],
+                load_before=(1.5, 1.25, 1.0),
+                load_after=(2.0, 1.5, 1.0),
+            ),
+            Section("http", "about http", None, why_not="not available yet"),
         ],
     )
     assert "## w: title" in text and "- goal: **met** — 2×" in text
+    assert "- figure (reported, no target): 40 %" in text
+    assert "Load average (1, 5, 15 min) before: 1.50, 1.25, 1.00; after: 2.00, 1.50, 1.00" in text
+    assert text.count("Load average (1, 5, 15 min) before") == 1  # none for an unmeasured one
     assert "*Not measured: not available yet*" in text
 
 
@@ -203,3 +213,24 @@ def test_http_plot_is_written(tmp_path: Any) -> None:
     assert plot_http(summary, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not plot_http({}, tmp_path / "none.png")
+
+
+def test_http_plot_has_a_panel_per_kind_of_fetch() -> None:
+    from benchmarks.report import _series
+
+    def row(series: str, fetch: str | None, group: int) -> dict[str, Any]:
+        params: dict[str, Any] = {"series": series}
+        if fetch:
+            params["fetch"] = fetch
+        pipeline = "bound" if series == "bound" else "p"
+        stats = {"median": 1.0, "min": 1.0, "max": 1.0}
+        return {"label": f"{series} @ {group}", "pipeline": pipeline, "params": params,
+                "group": group, "status": "ok", "rows_per_s": stats}  # fmt: skip
+
+    rows = [row("a same", "same", 8), row("a own", "own", 8), row("bound", None, 8)]
+    panels = _series({r["label"]: r for r in rows})
+    assert sorted(panels) == ["own", "same"]
+    assert sorted(panels["same"]) == ["a same", "bound"]
+    assert sorted(panels["own"]) == ["a own", "bound"]
+    only_bound = _series({r["label"]: r for r in rows[2:]})
+    assert only_bound == {}

@@ -77,6 +77,35 @@ def test_asyncfeed_overhead_run_loses_nothing(mode: str) -> None:
     assert acc["held_known"] and result["rows_per_s"] > 0
 
 
+@pytest.mark.parametrize("workload", ["overhead", "rebatch"])
+def test_keyed_feed_run_loses_nothing(workload: str) -> None:
+    result = execute(RunSpec(workload, "asyncfeed", "keyed", {"keyed": True}, TINY))
+    assert result["status"] == "ok", result
+    acc = result["accounting"]
+    assert acc["lost"] == 0 and acc["duplicates"] == 0 and acc["bad_batches"] == 0
+    assert acc["held_known"] and result["rows_per_s"] > 0
+    assert "from_keys" in result["note"]
+
+
+def test_every_synthetic_workload_has_a_keyed_row_and_a_bound() -> None:
+    from benchmarks import workloads
+
+    for name in ("overhead", "rebatch"):
+        specs = workloads.get(name).specs(TINY, quick=True)
+        keyed = [s for s in specs if s.params.get("keyed")]
+        assert [s.label for s in keyed] == ["asyncfeed from_keys (async fetch_one, concurrency 4)"]
+        bounds = [s.label for s in specs if s.pipeline == "bound"]
+        assert "bound: single-thread fetch + np.copyto" in bounds
+        assert len(bounds) == (2 if name == "rebatch" else 1)
+
+
+def test_fetch_copy_bound_counts_rows_and_cpu() -> None:
+    result = execute(RunSpec("overhead", "bound", "bound", {"fetch": True}, TINY))
+    assert result["status"] == "ok", result
+    assert result["rows_per_s"] > 1000 and result["cpu_us_per_row"] > 0
+    assert result["window_rows"] % 256 == 0  # whole rounds of 256 one-row fetches
+
+
 def test_classic_rebatch_run_reports_lost_rows() -> None:
     result = execute(RunSpec("rebatch", "classic", "classic", {}, TINY))
     assert result["status"] == "ok", result

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from ..data import Streams
@@ -33,16 +33,23 @@ class _Arrays:
 class FeedAsyncRunner(AsyncRunner):
     """``async with feed: async for batch in feed`` — the consumer shares the feed's loop.
 
-    ``loop="uvloop"`` runs it on uvloop instead of asyncio's default loop.
+    ``loop="uvloop"`` runs it on uvloop instead of asyncio's default loop. ``cleanup`` is
+    awaited on the loop after the feed stopped (e.g. to close the fetcher's sessions).
     """
 
     def __init__(
-        self, streams: Streams, make_feed: FeedFactory, note: str = "", loop: str = "asyncio"
+        self,
+        streams: Streams,
+        make_feed: FeedFactory,
+        note: str = "",
+        loop: str = "asyncio",
+        cleanup: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(streams)
         self._make_feed = make_feed
         self._feed: Any = None
         self._loop = loop
+        self._cleanup = cleanup
         self.note = note
 
     def run(self, timeline: Timeline) -> None:
@@ -59,8 +66,12 @@ class FeedAsyncRunner(AsyncRunner):
     async def batches(self) -> AsyncIterator[_Arrays]:
         feed = self._make_feed()
         self._feed = feed
-        async with feed:
-            yield _Arrays(feed)
+        try:
+            async with feed:
+                yield _Arrays(feed)
+        finally:
+            if self._cleanup is not None:
+                await self._cleanup()
 
     async def held_rows_async(self, ended: bool) -> int | None:
         stats = self._feed.stats()

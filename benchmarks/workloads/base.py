@@ -16,14 +16,22 @@ __all__ = ["Target", "Workload"]
 
 
 class Target:
-    """One line of a workload's targets: a description and whether the run met it."""
+    """One line of a workload's targets: a description and whether the run met it.
 
-    def __init__(self, text: str, met: bool | None, detail: str = "") -> None:
+    ``info=True``: a figure reported next to the targets, judged against nothing.
+    """
+
+    def __init__(
+        self, text: str, met: bool | None, detail: str = "", *, info: bool = False
+    ) -> None:
         self.text = text
         self.met = met
         self.detail = detail
+        self.info = info
 
     def render(self) -> str:
+        if self.info:
+            return f"- {self.text} (reported, no target): {self.detail or 'not measured'}"
         mark = {True: "met", False: "MISSED", None: "n/a"}[self.met]
         detail = f" — {self.detail}" if self.detail else ""
         return f"- {self.text}: **{mark}**{detail}"

@@ -22,6 +22,7 @@ from ..pipelines.source import KeyedSource, Row
 from ..runner import Phases, Runner
 from ..spec import RunSpec, Unavailable
 from .base import Target, Workload
+from .bounds import copy_bound, fetch_copy_bound
 
 __all__ = ["SyntheticWorkload"]
 
@@ -83,6 +84,12 @@ class SyntheticWorkload(Workload):
 
         out = [
             spec("asyncfeed", f"asyncfeed (async for, {c} async fetchers)", True, mode="async"),
+            spec(
+                "asyncfeed",
+                f"asyncfeed from_keys (async fetch_one, concurrency {c})",
+                mode="async",
+                keyed=True,
+            ),
             spec("asyncfeed", f"asyncfeed (get() from a thread, {c} async fetchers)", mode="sync"),
             spec("data_workers", f"asyncfeed data_workers API ({c} fetcher threads, queue {m})"),
             spec(
@@ -99,6 +106,7 @@ class SyntheticWorkload(Workload):
         ]
         if self.copy_bound:
             out.append(spec("bound", "bound: single-thread np.copyto"))
+        out.append(spec("bound", "bound: single-thread fetch + np.copyto", fetch=True))
         return out
 
     def checker(self, spec: RunSpec) -> BatchChecker:
@@ -116,6 +124,10 @@ class SyntheticWorkload(Workload):
             if processes:
                 make = functools.partial(self._make_procs_feed, streams, processes)
                 note = "fetchers in worker processes; chunks carried back (socket or ring)"
+                return FeedAsyncRunner(streams, make, note=note)
+            if spec.params.get("keyed"):
+                make = functools.partial(self._make_keyed_feed, streams)
+                note = "Feed.from_keys(endless keys, async fetch_one), one chunk per key"
                 return FeedAsyncRunner(streams, make, note=note)
             make = functools.partial(self._make_feed, streams)
             if spec.params.get("mode") == "sync":
@@ -185,6 +197,27 @@ class SyntheticWorkload(Workload):
 
         return af.Feed(
             fetch,
+            blobs=list(BLOBS),
+            batch_size=self.batch_size,
+            concurrency=self.concurrency,
+            max_buffered_chunks=self.max_buffered_chunks,
+            log_interval=None,
+        )
+
+    def _make_keyed_feed(self, streams: Streams) -> Any:
+        """``Feed.from_keys`` over endless keys (they end when the benchmark drains), with an
+        ``async def fetch_one(key)`` returning one chunk: the keyed configuration."""
+        import asyncfeed as af
+
+        src = RowSource(self.spec, streams)
+
+        async def fetch_one(key: int) -> list[np.ndarray] | None:
+            chunk = src.chunk()
+            return None if chunk is None else [chunk]
+
+        return af.Feed.from_keys(
+            _keys(streams),
+            fetch_one,
             blobs=list(BLOBS),
             batch_size=self.batch_size,
             concurrency=self.concurrency,
@@ -273,59 +306,11 @@ class SyntheticWorkload(Workload):
         """
         if spec.pipeline != "bound":
             return super().measure(spec)
+        if spec.params.get("fetch"):
+            return fetch_copy_bound(self.spec, self.batch_size, spec.phases)
         return copy_bound(self.spec, self.batch_size, spec.phases)
 
     # -- targets -------------------------------------------------------------------------------
 
     def targets(self, summary: dict[str, dict[str, Any]]) -> list[Target]:
         return []
-
-
-def copy_bound(
-    spec: RowSpec, batch_size: int, phases: Phases, total_bytes: int = 256 << 20
-) -> dict[str, Any]:
-    """Single-thread ``np.copyto`` of chunks into batches; rows/s over ``phases.window``."""
-    rng = np.random.default_rng(1)
-    chunks: list[np.ndarray] = []
-    size = 0
-    while size < total_bytes:
-        n = int(rng.integers(spec.min_rows, spec.max_rows + 1))
-        chunk = np.ones((n, *spec.shape), spec.dtype)
-        chunks.append(chunk)
-        size += chunk.nbytes
-    ring = [np.ones((batch_size, *spec.shape), spec.dtype) for _ in range(4)]
-
-    def copy_for(seconds: float) -> tuple[int, float, float]:
-        rows = 0
-        fill = 0
-        slot = 0
-        cpu = time.process_time()
-        start = time.perf_counter()
-        deadline = start + seconds
-        while True:
-            for chunk in chunks:
-                n = chunk.shape[0]
-                pos = 0
-                while pos < n:
-                    take = min(batch_size - fill, n - pos)
-                    np.copyto(ring[slot][fill : fill + take], chunk[pos : pos + take])
-                    fill += take
-                    pos += take
-                    if fill == batch_size:
-                        fill = 0
-                        slot = (slot + 1) % len(ring)
-                rows += n
-                if time.perf_counter() >= deadline:
-                    return rows, time.perf_counter() - start, time.process_time() - cpu
-
-    copy_for(phases.warmup)
-    rows, secs, cpu_s = copy_for(phases.window)
-    return {
-        "rows_per_s": rows / secs,
-        "cpu_us_per_row": 1e6 * cpu_s / rows,
-        "cpu_util": cpu_s / secs,
-        "batches_per_s": rows / secs / batch_size,
-        "bytes_per_s": rows * spec.row_bytes / secs,
-        "window_s": secs,
-        "window_rows": rows,
-    }

@@ -7,7 +7,15 @@ from typing import Any
 
 from .base import Target
 
-__all__ = ["best", "bound_target", "lossless_target", "median", "primary", "ratio_target"]
+__all__ = [
+    "best",
+    "bound_target",
+    "labelled",
+    "lossless_target",
+    "median",
+    "primary",
+    "ratio_target",
+]
 
 Summary = dict[str, dict[str, Any]]
 
@@ -27,6 +35,11 @@ def primary(summary: Summary, group: int | None = None) -> dict[str, Any] | None
     return None
 
 
+def labelled(summary: Summary, prefix: str) -> dict[str, Any] | None:
+    """The first row whose label starts with ``prefix``."""
+    return next((r for r in summary.values() if str(r["label"]).startswith(prefix)), None)
+
+
 def best(
     summary: Summary, keep: Callable[[dict[str, Any]], bool], metric: str = "rows_per_s"
 ) -> dict[str, Any] | None:
@@ -35,35 +48,53 @@ def best(
     return max(rows, key=lambda r: median(r, metric) or 0.0, default=None)
 
 
-def ratio_target(summary: Summary, prefix: str, factor: float, text: str) -> Target:
-    ours = primary(summary)
+def ratio_target(
+    summary: Summary,
+    prefix: str,
+    factor: float,
+    text: str,
+    ours: dict[str, Any] | None = None,
+    *,
+    info: bool = False,
+) -> Target:
+    """``ours`` (default: the primary row) ≥ ``factor`` × the best row labelled ``prefix``…"""
+    ours = ours if ours is not None else primary(summary)
     theirs = best(summary, lambda r: str(r["label"]).startswith(prefix))
     a, b = median(ours), median(theirs)
     if a is None or b is None or b <= 0:
-        return Target(text, None, "not measured")
+        return Target(text, None, "not measured", info=info)
     ratio = a / b
     detail = f"{ratio:.1f}× ({theirs['label'] if theirs else ''})"
     ca, cb = median(ours, "cpu_us_per_row"), median(theirs, "cpu_us_per_row")
     if ca and cb:
-        detail += f"; per CPU second {cb / ca:.1f}×"
-    return Target(text, ratio >= factor, detail)
+        detail += f"; per CPU second {cb / ca:.1f}× ({ca:.2f} vs {cb:.2f} µs/row)"
+    return Target(text, ratio >= factor, detail, info=info)
 
 
-def bound_target(summary: Summary, prefix: str, fraction: float, text: str) -> Target:
-    ours = primary(summary)
+def bound_target(
+    summary: Summary,
+    prefix: str,
+    fraction: float,
+    text: str,
+    ours: dict[str, Any] | None = None,
+    *,
+    info: bool = False,
+) -> Target:
+    """``ours`` (default: the primary row) ≥ ``fraction`` of the bound labelled ``prefix``…"""
+    ours = ours if ours is not None else primary(summary)
     bound = best(summary, lambda r: str(r["label"]).startswith(prefix))
     a, b = median(ours), median(bound)
     if a is None or b is None or b <= 0:
-        return Target(text, None, "not measured")
+        return Target(text, None, "not measured", info=info)
     detail = f"{100 * a / b:.0f} % of the bound"
     ca, cb = median(ours, "cpu_us_per_row"), median(bound, "cpu_us_per_row")
     if ca and cb:
-        detail += f"; per CPU second {100 * cb / ca:.0f} %"
-    return Target(text, a / b >= fraction, detail)
+        detail += f"; per CPU second {100 * cb / ca:.0f} % ({ca:.2f} vs {cb:.2f} µs/row)"
+    return Target(text, a / b >= fraction, detail, info=info)
 
 
-def lossless_target(summary: Summary, text: str) -> Target:
-    ours = primary(summary)
+def lossless_target(summary: Summary, text: str, ours: dict[str, Any] | None = None) -> Target:
+    ours = ours if ours is not None else primary(summary)
     if ours is None or ours.get("status") != "ok":
         return Target(text, None, "not measured")
     acc = ours["accounting"]
