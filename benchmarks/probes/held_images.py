@@ -14,7 +14,7 @@ import weakref
 from typing import Any
 
 import asyncfeed as af
-import asyncfeed.fetchers.http as http_module
+import asyncfeed.fetchers.transform as http_module
 from asyncfeed.fetchers.service import ImageService
 
 _live = [0]

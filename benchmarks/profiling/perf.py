@@ -214,11 +214,15 @@ def _parse(text: str, profile: Profile, pids: set[int]) -> None:
             profile.samples.append(sample)
 
 
-def _short(path: str) -> str:
+def short_path(path: str) -> str:
+    """A source path without the machine's prefix: ``asyncfeed/rebatch.py``, ``numpy/...``."""
     for marker in ("site-packages/", "/lib/python3."):
         if marker in path:
             rest = path.split(marker, 1)[1]
             return rest if marker == "site-packages/" else rest.split("/", 1)[-1]
+    for package in ("/asyncfeed/", "/benchmarks/", "/tests/"):
+        if package in path:  # a checkout, wherever it lies
+            return package[1:] + path.rsplit(package, 1)[1]
     return path[len(str(ROOT)) + 1 :] if path.startswith(str(ROOT)) else path
 
 
@@ -226,7 +230,7 @@ def _python_frame(sym: str) -> str:
     # py::Channel.get:/work/wt14/asyncfeed/queues.py+0x5
     body = sym[4:].rsplit("+0x", 1)[0]
     func, _, file = body.partition(":")
-    return f"{func} ({_short(file)})"
+    return f"{func} ({short_path(file)})"
 
 
 def _native_frame(sym: str, dso: str) -> str:

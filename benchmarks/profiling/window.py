@@ -20,6 +20,7 @@ from typing import Any
 from ..runner import Timeline
 from ..spec import RunSpec
 from ..worker import execute
+from .perf import short_path
 
 __all__ = ["main", "profile_window"]
 
@@ -51,8 +52,7 @@ def table(prof: cProfile.Profile, rows: int, top: int = 40) -> list[dict[str, An
     stats = pstats.Stats(prof)
     out = []
     for (file, line, func), (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        short = file.split("site-packages/")[-1].split("/lib/python3.11/")[-1]
-        short = short.split("/wt14/")[-1].split("/main/")[-1]
+        short = short_path(file)
         out.append(
             {
                 "name": f"{func} ({short}:{line})" if line else func,

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import asyncfeed as af
-from asyncfeed.sizing import pump_ahead
 from asyncfeed.sinks import BlobsQueue
+from asyncfeed.sizing import pump_ahead
 
 pytestmark = pytest.mark.timeout(60)
 
