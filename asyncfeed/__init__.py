@@ -28,6 +28,7 @@ if _typing.TYPE_CHECKING:
     from .fetchers.files import iter_files as iter_files
     from .fetchers.http import HttpFetcher as HttpFetcher
     from .fetchers.retry import Retry as Retry
+    from .procs.options import Processes as Processes
     from .fetchers.service import ImageService as ImageService
     from .rebatch import Batch as Batch
     from .rebatch import Rebatcher as Rebatcher
@@ -64,6 +65,7 @@ _EXPORTS: dict[str, str] = {
     "HttpFetcher": ".fetchers.http",
     "ImageOptions": ".fetchers.decode",
     "ImageService": ".fetchers.service",
+    "Processes": ".procs.options",
     "Rebatcher": ".rebatch",
     "RecordError": ".errors",
     "RemoteTraceback": ".errors",
