@@ -17,7 +17,35 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Protocol, final
 
-__all__ = ["DropCause", "ExternalLogger", "FeedStats", "Ledger", "Stage"]
+__all__ = [
+    "BACKPRESSURE_STAGES",
+    "WAIT_CAUSES",
+    "DropCause",
+    "ExternalLogger",
+    "FeedStats",
+    "Ledger",
+    "Stage",
+]
+
+#: Why a consumer waited for a batch: the first stage, from the consumer up, found empty.
+#: ``sink``: the device queue (batches ready, the sink's copy is behind); ``rebatch``: chunks
+#: wait but no batch is ready; ``fetch_limit``: every fetch slot is busy; ``throttled``:
+#: fetches held back by retry backoff, ``Retry-After`` or an adaptive limit or rate;
+#: ``decode``: the decode pool's queue is not empty; ``source``: no keys, or fetchers
+#: returning None; ``workers``: calls are with worker processes or actors.
+WAIT_CAUSES: Final = (
+    "sink",
+    "rebatch",
+    "fetch_limit",
+    "throttled",
+    "decode",
+    "source",
+    "workers",
+)
+#: Where the feed was blocked because its consumer (or the next stage) was slower:
+#: ``chunk_queue`` (fetchers waiting for room), ``batch_queue`` (the rebatcher waiting for
+#: the consumer), ``sink`` (the sink's thread waiting in ``put``).
+BACKPRESSURE_STAGES: Final = ("chunk_queue", "batch_queue", "sink")
 
 log = logging.getLogger("asyncfeed.stats")
 
@@ -112,6 +140,16 @@ class FeedStats:
     source share one ledger, since a row fetched by one may be delivered by another. The
     invariant ``rows_fetched == rows_delivered + rows_dropped + rows_in_flight`` holds in
     every snapshot. The other counters are the feed's own.
+
+    Why the consumer waits: ``consumer_wait_s`` seconds in all (``consumer_waits`` waits
+    that blocked), split by cause in ``consumer_wait_by_cause`` (keys from
+    :data:`WAIT_CAUSES`); ``starvation`` is the share of the consumer's time spent waiting
+    (0 to 1) since it first asked for a batch. ``backpressure_s_by_stage`` (keys from
+    :data:`BACKPRESSURE_STAGES`) is time the feed spent blocked on a slower consumer.
+    ``queues`` maps ``chunks``, ``batches`` (and ``keys``, ``sink`` where present) to
+    ``(items, capacity)``. ``inflight`` fetch calls are running now, of at most
+    ``concurrency_limit`` (``concurrency_reason`` says why it is what it is: ``fixed``, or
+    what an adaptive policy saw). ``hosts`` comes from the fetchers' ``host_stats()``.
     """
 
     source: str
@@ -137,6 +175,16 @@ class FeedStats:
     mean_enqueue_time: float
     time_elapsed: float
     hosts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    consumer_wait_s: float = 0.0
+    consumer_wait_by_cause: Mapping[str, float] = field(default_factory=dict)
+    consumer_waits: int = 0
+    starvation: float = 0.0
+    backpressure_s_by_stage: Mapping[str, float] = field(default_factory=dict)
+    time_to_first_batch_s: float | None = None
+    queues: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    inflight: int = 0
+    concurrency_limit: int = 0
+    concurrency_reason: str = "fixed"
 
     def as_metrics(self) -> dict[str, Any]:
         """A flat dict for external loggers, with Caffe2's metric names first."""
