@@ -92,11 +92,10 @@ class SyncFace:
             AsyncFeedError: the error that stopped the feed, if not yet seen.
         """
         with self._lock:
-            first = self._stopping is None
-            if first:
-                self._stopping = concurrent.futures.Future()
             stopping = self._stopping
-        assert stopping is not None
+            first = stopping is None
+            if stopping is None:
+                stopping = self._stopping = concurrent.futures.Future()
         if not first:  # another thread is stopping the feed: wait for it to finish
             try:
                 stopping.result(max(0.0, deadline - time.monotonic()) + STOP_SLACK)
@@ -106,6 +105,8 @@ class SyncFace:
         try:
             self._stop(loop, aclose_by, raise_unseen, deadline, timeout)
         finally:
+            with self._lock:
+                self._stopping = None  # a later stop() tries again if this one timed out
             stopping.set_result(None)
 
     def _stop(
@@ -119,23 +120,31 @@ class SyncFace:
         if loop is None:  # stopped before it ever started
             return
         _check_not_on_loop(loop, "stop()", "await feed.aclose()")
+        if loop.is_closed():
+            self._release(deadline)
+            raise_unseen()
+            return
+        cf = asyncio.run_coroutine_threadsafe(aclose_by(deadline, timeout), loop)
         try:
-            if loop.is_closed():
-                raise_unseen()
-                return
-            cf = asyncio.run_coroutine_threadsafe(aclose_by(deadline, timeout), loop)
-            try:
-                cf.result(max(0.0, deadline - time.monotonic()) + STOP_SLACK)
-            except concurrent.futures.TimeoutError:
-                cf.cancel()
-                raise FeedTimeoutError(
-                    f"the feed did not stop within {timeout:g} s: its event loop is blocked"
-                ) from None
-        finally:
-            with self._lock:
-                portal, self._portal = self._portal, None
-            if portal is not None:
-                release_loop_thread(portal, max(0.0, deadline + JOIN_SLACK - time.monotonic()))
+            cf.result(max(0.0, deadline - time.monotonic()) + STOP_SLACK)
+        except concurrent.futures.TimeoutError:
+            cf.cancel()  # the loop is blocked; it keeps its thread, and a later stop() retries
+            raise FeedTimeoutError(
+                f"the feed did not stop within {timeout:g} s: its event loop is blocked"
+            ) from None
+        except FeedTimeoutError:
+            raise  # its tasks did not end: the loop keeps running for a later stop()
+        except BaseException:
+            self._release(deadline)
+            raise
+        self._release(deadline)
+
+    def _release(self, deadline: float) -> None:
+        """Give back the loop thread this feed was started on (it ends with its last feed)."""
+        with self._lock:
+            portal, self._portal = self._portal, None
+        if portal is not None:
+            release_loop_thread(portal, max(0.0, deadline + JOIN_SLACK - time.monotonic()))
 
     def get(self, run: Run | None, life: Lifecycle, timeout: float | None) -> Batch:
         """The next batch, waiting up to ``timeout`` seconds (None: no limit).

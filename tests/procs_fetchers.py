@@ -174,3 +174,8 @@ class Unloadable:
 
     def __call__(self, worker_id: int, batch_size: int) -> None:
         return None
+
+
+def ignore_sigterm(index: int) -> None:
+    """worker_init of a worker that ignores SIGTERM: only SIGKILL ends it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

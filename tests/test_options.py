@@ -63,3 +63,59 @@ def test_valid_feed_repr() -> None:
     feed = make(blobs=["a", "b"], batch_size=7)
     assert repr(feed) == "<Feed seed source='train' blobs=['a', 'b'] batch_size=7 state=new>"
     assert feed.blobs == ("a", "b") and feed.batch_size == 7 and feed.source == "train"
+
+
+def test_one_option_list_for_both_constructors() -> None:
+    """Every option of FeedOptions is a keyword of both constructors (FeedKwargs), and back."""
+    import dataclasses
+
+    from asyncfeed.options import FeedKwargs, FeedOptions
+
+    fields = {f.name for f in dataclasses.fields(FeedOptions)} - {"blobs", "batch_size"}
+    shorthand = {"processes", "start_method", "worker_init"}
+    assert set(FeedKwargs.__annotations__) == fields | shorthand
+    seed = make(concurrency=3, max_errors=2, prefetch_batches=5)
+    keyed = af.Feed.from_keys(
+        [1], fetch, blobs=["x"], batch_size=4, concurrency=3, max_errors=2, prefetch_batches=5
+    )
+    same = ("concurrency", "max_errors", "prefetch_batches", "max_buffered_chunks", "rebatch")
+    assert all(getattr(seed.options, n) == getattr(keyed.options, n) for n in same)
+    assert (seed.source, keyed.source) == ("train", "keys")  # the one default that differs
+
+
+def test_an_unknown_option_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match=r"^unexpected option\(s\): colour$"):
+        make(colour="red")
+    with pytest.raises(TypeError, match=r"^unexpected option\(s\): colour$"):
+        af.Feed.from_keys([1], fetch, blobs=["x"], batch_size=1, colour="red")  # type: ignore[call-arg]
+
+
+def test_workers_takes_a_processes_group_and_the_shorthand_is_the_same() -> None:
+    from tests import procs_fetchers as pf
+
+    group = af.Processes(2, start_method="spawn", worker_init=pf.remember_index)
+    a = make(workers=group, concurrency=4)
+    b = make(processes=2, start_method="spawn", worker_init=pf.remember_index, concurrency=4)
+    assert a.options.workers == b.options.workers == group
+    assert make().options.workers is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n": 0}, r"^processes must be >= 1, got 0$"),
+        ({"n": 1.5}, r"^processes must be an int, got 1.5$"),
+        ({"n": 2, "start_method": "bogus"}, r"^start_method must be one of \[.*\], got 'bogus'$"),
+        ({"n": 2, "worker_init": 5}, r"^worker_init must be callable, got 5$"),
+    ],
+)
+def test_an_invalid_processes_group(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(af.ConfigError, match=message):
+        af.Processes(**kwargs)
+
+
+def test_workers_and_its_shorthand_together_are_refused() -> None:
+    with pytest.raises(af.ConfigError, match=r"^give workers= or its shorthand"):
+        make(workers=af.Processes(2), processes=2, concurrency=4)
+    with pytest.raises(af.ConfigError, match=r"^workers must be None or Processes\(...\), got 3$"):
+        make(workers=3)
