@@ -28,8 +28,8 @@ if _typing.TYPE_CHECKING:
     from .fetchers.files import iter_files as iter_files
     from .fetchers.http import HttpFetcher as HttpFetcher
     from .fetchers.retry import Retry as Retry
-    from .procs.options import Processes as Processes
     from .fetchers.service import ImageService as ImageService
+    from .procs.options import Processes as Processes
     from .rebatch import Batch as Batch
     from .rebatch import Rebatcher as Rebatcher
     from .sinks import BlobsQueue as BlobsQueue

@@ -7,7 +7,7 @@ feed's process, whatever the backend. Backends:
 
 - :class:`LocalBackend`: this process. ``async def`` fetchers are awaited on the feed's loop;
   sync ones run on the feed's own daemon threads (seed-style ones in pumps, see
-  ``bridge.Pump``) or on the user's executor.
+  ``pump.Pump``) or on the user's executor.
 - ``procs.pool.WorkerPool``: worker processes (``workers=Processes(n)``).
 
 A backend is started before the workers, watched while they run, and stopped by the stop's

@@ -4,7 +4,7 @@
 ``get()`` and ``for batch in feed`` take batches from any other thread; ``stop()`` stops the
 feed on its loop, by one deadline. Batches cross threads through a
 ``concurrent.futures.Future``: a getter that times out cancels it, and a batch that lost that
-race goes back to the head of the batch channel (``Run.serve_get``), so nothing is lost.
+race goes back to the head of the batch channel, so nothing is lost.
 
 :class:`SyncFace` keeps only what the blocking face itself needs (the loop thread it holds,
 the stop in progress, the getters waiting); everything else is handed to its methods by the
@@ -23,6 +23,7 @@ from typing import Any, Final, final
 
 from .bridge import LoopThread, acquire_loop_thread, release_loop_thread
 from .errors import FeedStateError, FeedTimeoutError
+from .queues import ChannelClosed
 from .rebatch import Batch
 from .run import Run
 from .state import FeedState, Lifecycle
@@ -167,7 +168,7 @@ class SyncFace:
             _set_exception(cf, run.end_error())
         else:
             try:
-                run.loop.call_soon_threadsafe(run.serve_get, cf)
+                run.loop.call_soon_threadsafe(_serve_get, run, cf)
             except RuntimeError:  # the loop is closed: answered at STOPPED, or never
                 if not cf.done():
                     with self._lock:
@@ -195,6 +196,45 @@ class SyncFace:
             waiting, self._getters = self._getters, set()
         for cf in waiting:
             _set_exception(cf, run.end_error())
+
+
+def _serve_get(run: Run, cf: concurrent.futures.Future[Batch]) -> None:
+    """On the loop: hand the next batch to a waiting ``get()``, or its end."""
+    if cf.cancelled():
+        return
+    try:
+        batch = run.batches.get_nowait()
+    except asyncio.QueueEmpty:
+        task = run.spawn(_hand_when_ready(run, cf), "get")
+        cf.add_done_callback(lambda f: _cancel_soon(task) if f.cancelled() else None)
+        return
+    except ChannelClosed:
+        _set_exception(cf, run.end_error())
+        return
+    _hand(run, cf, batch)
+
+
+async def _hand_when_ready(run: Run, cf: concurrent.futures.Future[Batch]) -> None:
+    try:
+        batch = await run.batches.get()
+    except ChannelClosed:
+        _set_exception(cf, run.end_error())
+        return
+    _hand(run, cf, batch)
+
+
+def _hand(run: Run, cf: concurrent.futures.Future[Batch], batch: Batch) -> None:
+    try:
+        cf.set_result(batch)
+    except concurrent.futures.InvalidStateError:  # the getter timed out meanwhile
+        run.batches.put_front(batch)
+        return
+    run.delivered(batch)
+
+
+def _cancel_soon(task: asyncio.Task[Any]) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+        task.get_loop().call_soon_threadsafe(task.cancel)
 
 
 def _check_not_on_loop(loop: asyncio.AbstractEventLoop, what: str, instead: str) -> None:

@@ -17,15 +17,17 @@ import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .bridge import to_thread
 from .errors import AsyncFeedError, FetchError
+from .protocols import is_async_callable
 
 if TYPE_CHECKING:
     from .feed import Feed
 
-__all__ = ["fetcher_host_stats", "open_fetcher"]
+__all__ = ["call_init", "fetcher_host_stats", "open_fetcher"]
 
 log = logging.getLogger("asyncfeed.resources")
 
@@ -69,3 +71,18 @@ def fetcher_host_stats(fn: object) -> Mapping[str, Mapping[str, Any]]:
         return {}
     stats: Mapping[str, Mapping[str, Any]] = host_stats()
     return stats
+
+
+async def call_init(init_fun: Callable[[Feed], Any], feed: Feed, source: str) -> None:
+    """Call a feed's ``init_fun(feed)``: awaited if async, else on a thread of its own.
+
+    Raises:
+        FetchError: ``init_fun`` raised; chained to it.
+    """
+    try:
+        if is_async_callable(init_fun):
+            await init_fun(feed)
+        else:
+            await to_thread(init_fun, feed, name=f"asyncfeed-{source}-init")
+    except Exception as exc:
+        raise FetchError(f"init_fun {init_fun!r} failed: {type(exc).__name__}: {exc}") from exc

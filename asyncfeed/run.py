@@ -3,15 +3,13 @@
 :class:`Run` is made when a feed opens, on the loop it runs on. It owns the source queue, the
 rebatch stage, the sink bridge, the worker backend (and so the pools and worker processes),
 the one ``TaskGroup``, the fetcher's resources, the first error and the final accounting.
-``Feed`` is its facade; ``blocking.py`` reaches it from other threads through
-:meth:`Run.serve_get` and the feed's stop. The run never holds its feed, so a feed the user
-forgets is collected (and its run stopped, see ``Feed``).
+``Feed`` is its facade; ``blocking.py`` reaches it from other threads. The run never holds
+its feed, so a feed the user forgets is collected (and its run stopped, see ``Feed``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import time
@@ -20,16 +18,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, final
 
 from .backend import make_backend
-from .bridge import to_thread
-from .errors import FeedExhausted, FeedStateError, FeedTimeoutError, FetchError, first_error
+from .errors import FeedExhausted, FeedStateError, FeedTimeoutError, first_error
 from .fetch import ErrorBudget, Fetcher
 from .handoff import SinkBridge
 from .keys import KeySpec, Reorderer
 from .options import FeedOptions
-from .protocols import is_async_callable
 from .queues import Channel, ChannelClosed, attach_source, detach_source
 from .rebatch import Batch, Rebatcher
-from .resources import open_fetcher
+from .resources import call_init, open_fetcher
 from .sinks import allocator_of
 from .sizing import Sizing
 from .stages import RebatchStage, dispatch_keys, log_every
@@ -162,7 +158,7 @@ class Run:
                 if self.backend.opens_fetcher:
                     await open_fetcher(self.spec.fn, feed, self._resources)
                 if opts.init_fun is not None:
-                    await _call_init(opts.init_fun, feed, self.source)
+                    await call_init(opts.init_fun, feed, self.source)
             finally:
                 del feed  # the run never keeps its feed alive
             await self.backend.start()
@@ -344,10 +340,11 @@ class Run:
                 self.error_seen = True
                 raise self.error
             raise StopAsyncIteration
-        self._delivered(batch)
+        self.delivered(batch)
         return batch
 
-    def _delivered(self, batch: Batch) -> None:
+    def delivered(self, batch: Batch) -> None:
+        """Count a batch the consumer received."""
         self.sq.ledger.deliver(batch.rows, Stage.BATCHED)
         self.counters.delivered(batch.rows)
 
@@ -360,36 +357,9 @@ class Run:
             return FeedExhausted(f"feed {self.source!r} was stopped")
         return FeedExhausted(f"feed {self.source!r} delivered its last batch")
 
-    def serve_get(self, cf: concurrent.futures.Future[Batch]) -> None:
-        """On the loop: hand the next batch to a waiting ``get()``, or its end."""
-        if cf.cancelled():
-            return
-        try:
-            batch = self.batches.get_nowait()
-        except asyncio.QueueEmpty:
-            task = self._task(self._hand_when_ready(cf), "get")
-            cf.add_done_callback(lambda f: _cancel_soon(task) if f.cancelled() else None)
-            return
-        except ChannelClosed:
-            _set_exception(cf, self.end_error())
-            return
-        self._hand(cf, batch)
-
-    async def _hand_when_ready(self, cf: concurrent.futures.Future[Batch]) -> None:
-        try:
-            batch = await self.batches.get()
-        except ChannelClosed:
-            _set_exception(cf, self.end_error())
-            return
-        self._hand(cf, batch)
-
-    def _hand(self, cf: concurrent.futures.Future[Batch], batch: Batch) -> None:
-        try:
-            cf.set_result(batch)
-        except concurrent.futures.InvalidStateError:  # the getter timed out meanwhile
-            self.batches.put_front(batch)
-            return
-        self._delivered(batch)
+    def spawn(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
+        """Run ``coro`` as a task on the run's loop (the blocking face's waiting getters)."""
+        return self._task(coro, what)
 
     # -- stats ---------------------------------------------------------------------------------
 
@@ -406,16 +376,6 @@ class Run:
 
     def stats_now(self) -> FeedStats:
         return self.stats(self._life.state.value)
-
-
-async def _call_init(init_fun: Callable[[Feed], Any], feed: Feed, source: str) -> None:
-    try:
-        if is_async_callable(init_fun):
-            await init_fun(feed)
-        else:
-            await to_thread(init_fun, feed, name=f"asyncfeed-{source}-init")
-    except Exception as exc:
-        raise FetchError(f"init_fun {init_fun!r} failed: {type(exc).__name__}: {exc}") from exc
 
 
 async def _wait_through_cancel(
@@ -436,13 +396,3 @@ async def _wait_through_cancel(
         except asyncio.CancelledError as exc:
             cancelled = exc
     return cancelled
-
-
-def _set_exception(cf: concurrent.futures.Future[Batch], exc: BaseException) -> None:
-    with contextlib.suppress(concurrent.futures.InvalidStateError):
-        cf.set_exception(exc)
-
-
-def _cancel_soon(task: asyncio.Task[Any]) -> None:
-    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-        task.get_loop().call_soon_threadsafe(task.cancel)

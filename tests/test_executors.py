@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import asyncfeed as af
-from tests import fetchers
+from tests import pool_fetchers as fetchers
 from tests.conftest import CounterSource, check_accounting
 
 

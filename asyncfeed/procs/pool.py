@@ -26,7 +26,6 @@ import logging
 import multiprocessing
 import os
 import pickle
-import signal
 import socket
 import threading
 import time
@@ -39,6 +38,7 @@ from ..errors import FetchError, RemoteTraceback
 from ..fetchers.hoststats import merge_host_stats
 from . import ring as ring_config
 from .options import Processes, WorkerSpec
+from .reaping import EXIT_WAIT, describe_exit, resolve, wait_exits
 from .ring import Ring, arrays_from_block, create_ring_fd
 from .wire import ARRAYS, CALL, ERROR, FATAL, NONE, OBJECT, STATS, STOP, Link
 from .worker import worker_main
@@ -48,7 +48,6 @@ __all__ = ["WorkerPool"]
 log = logging.getLogger("asyncfeed.procs")
 
 STOP_GRACE: Final = 0.5  # seconds a worker gets to end after STOP, then after SIGTERM
-EXIT_WAIT: Final = 2.0  # seconds to wait for a worker whose socket closed to exit
 
 
 @final
@@ -170,7 +169,7 @@ class WorkerPool:
             if fut is not None and not fut.done():
                 fut.set_result(arrays if names is None else dict(zip(names, arrays, strict=True)))
         elif kind == NONE:
-            _resolve(w.pending.get(header[1]), None)
+            resolve(w.pending.get(header[1]), None)
         elif kind == OBJECT:
             fut = w.pending.get(header[1])
             if fut is not None and not fut.done():
@@ -280,16 +279,16 @@ class WorkerPool:
             code = await self._exit_code(w)
             if not self._fatal.done():
                 raise FetchError(
-                    f"{w.name()} of feed {self._source!r} died with exit code {_describe(code)}"
+                    f"{w.name()} of feed {self._source!r} died with exit code {describe_exit(code)}"
                 )
         raise self._fatal.result()
 
     async def _exit_code(self, w: _Worker) -> int | None:
         assert w.process is not None
-        still = await _wait_exits([w.process], EXIT_WAIT)
+        still = await wait_exits([w.process], EXIT_WAIT)
         if still:
             w.process.kill()
-            await _wait_exits(still, EXIT_WAIT)
+            await wait_exits(still, EXIT_WAIT)
         return w.process.exitcode
 
     async def stop(self, deadline: float) -> None:
@@ -305,13 +304,13 @@ class WorkerPool:
             for w in self._workers:
                 if w.link is not None:
                     w.link.send((STOP,))
-            alive = await _wait_exits(procs, share(0.4, STOP_GRACE))
+            alive = await wait_exits(procs, share(0.4, STOP_GRACE))
             for proc in alive:
                 proc.terminate()
-            alive = await _wait_exits(alive, share(0.5, STOP_GRACE))
+            alive = await wait_exits(alive, share(0.5, STOP_GRACE))
             for proc in alive:
                 proc.kill()
-            alive = await _wait_exits(alive, share(0.9, EXIT_WAIT))
+            alive = await wait_exits(alive, share(0.9, EXIT_WAIT))
             if alive:
                 log.error("feed %r: worker processes %s did not die", self._source, alive)
             links = [w.link for w in self._workers if w.link is not None]
@@ -361,11 +360,6 @@ class _RemoteCall:
         return []
 
 
-def _resolve(fut: asyncio.Future[Any] | None, value: Any) -> None:
-    if fut is not None and not fut.done():
-        fut.set_result(value)
-
-
 def _remote_error(blob: bytes | None, text: str) -> BaseException:
     """The worker's exception, rebuilt, with its traceback text chained as the cause."""
     cause = RemoteTraceback(text)
@@ -377,39 +371,3 @@ def _remote_error(blob: bytes | None, text: str) -> BaseException:
         return cause
     exc.__cause__ = cause
     return exc
-
-
-def _describe(code: int | None) -> str:
-    if code is None:
-        return "unknown (still running)"
-    if code < 0:
-        try:
-            return f"{code} ({signal.Signals(-code).name})"
-        except ValueError:
-            pass
-    return str(code)
-
-
-async def _wait_exits(procs: Sequence[BaseProcess], timeout: float) -> list[BaseProcess]:
-    """Wait until every process has exited (reaping it) or ``timeout``; return those alive."""
-    loop = asyncio.get_running_loop()
-    waits: dict[asyncio.Future[None], BaseProcess] = {}
-    for proc in procs:
-        if proc.exitcode is not None:
-            continue
-        fut: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(proc.sentinel, _resolve, fut, None)
-        waits[fut] = proc
-    try:
-        if waits:
-            await asyncio.wait(waits, timeout=timeout)
-    finally:
-        for proc in waits.values():
-            loop.remove_reader(proc.sentinel)
-    alive = []
-    for fut, proc in waits.items():
-        if fut.done():
-            proc.join(EXIT_WAIT)  # the sentinel is ready: this only reaps
-        else:
-            alive.append(proc)
-    return alive

@@ -16,7 +16,7 @@ from benchmarks.profiling.window import profile_window, table
 from benchmarks.runner import Phases
 from benchmarks.spec import RunSpec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Two samples as ``perf script -F comm,pid,tid,ip,sym,dso`` prints them after ``inject --jit``
 # (leaf first), and one start-up sample inside the import system.
