@@ -178,7 +178,7 @@ class ClassicInput:
         with self._internal_queue.mutex:
             queued = sum(c[0].shape[0] for c in self._internal_queue.queue)
         cur = self._cur_batch
-        return in_hand + queued + (cur[0].shape[0] if cur else 0)
+        return int(in_hand + queued + (cur[0].shape[0] if cur else 0))
 
     @property
     def rows_in_hand(self) -> int:

@@ -30,7 +30,7 @@ SINKS = ("blobs_queue", "torch_cpu")  # and "torch_cuda", where CUDA is availabl
 
 
 def _batch(batch_size: int) -> Batch:
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "data": np.zeros((batch_size, 3, 32, 32), np.float32),
         "label": np.zeros(batch_size, np.int64),
     }

@@ -69,7 +69,12 @@ async def test_a_call_in_progress_at_stop_goes_to_on_late(pool: DaemonThreadPool
     call = Gated()
     late: list[Outcome] = []
     returned = threading.Event()
-    pump = pool.pump(call, ahead=1, on_late=lambda o: (late.append(o), returned.set()))
+
+    def on_late(outcome: Outcome) -> None:
+        late.append(outcome)
+        returned.set()
+
+    pump = pool.pump(call, ahead=1, on_late=on_late)
     call.wait_started()
     assert pump.stop() == []
     call.open()
@@ -86,6 +91,7 @@ async def test_exceptions_are_handed_over_not_raised_in_the_thread(pool: DaemonT
         item = next(outcomes)
         if isinstance(item, Exception):
             raise item
+        assert isinstance(item, int)
         return item
 
     pump = pool.pump(call, ahead=1, on_late=lambda o: None)

@@ -21,7 +21,7 @@ def test_all_is_sorted_and_complete() -> None:
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match=r"^module 'asyncfeed' has no attribute 'Nope'$"):
-        asyncfeed.Nope  # type: ignore[attr-defined]  # noqa: B018
+        asyncfeed.Nope  # noqa: B018
 
 
 def test_import_loads_none_of_the_heavy_or_optional_modules() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
 import pytest
@@ -117,7 +117,7 @@ async def test_failed_key_is_named_and_skipped_in_order() -> None:
 
 
 async def test_key_iteration_error_is_a_fetch_error() -> None:
-    def keys():  # type: ignore[no-untyped-def]
+    def keys() -> Iterator[int]:
         yield 1
         raise LookupError("listing failed")
 
@@ -163,4 +163,4 @@ async def test_reorderer_releases_in_sequence() -> None:
 )
 def test_bad_shards(shard: object, message: str) -> None:
     with pytest.raises(af.ConfigError, match=message):
-        check_shard(shard)  # type: ignore[arg-type]
+        check_shard(shard)

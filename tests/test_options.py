@@ -13,6 +13,10 @@ async def fetch(worker_id: int, batch_size: int) -> None:
     return None
 
 
+async def fetch_one(key: Any) -> None:
+    return None
+
+
 def make(**overrides: Any) -> af.Feed:
     kwargs: dict[str, Any] = {"blobs": ["x"], "batch_size": 4}
     kwargs.update(overrides)
@@ -76,7 +80,7 @@ def test_one_option_list_for_both_constructors() -> None:
     assert set(FeedKwargs.__annotations__) == fields | shorthand
     seed = make(concurrency=3, max_errors=2, prefetch_batches=5)
     keyed = af.Feed.from_keys(
-        [1], fetch, blobs=["x"], batch_size=4, concurrency=3, max_errors=2, prefetch_batches=5
+        [1], fetch_one, blobs=["x"], batch_size=4, concurrency=3, max_errors=2, prefetch_batches=5
     )
     same = ("concurrency", "max_errors", "prefetch_batches", "max_buffered_chunks", "rebatch")
     assert all(getattr(seed.options, n) == getattr(keyed.options, n) for n in same)
@@ -87,7 +91,7 @@ def test_an_unknown_option_is_a_type_error() -> None:
     with pytest.raises(TypeError, match=r"^unexpected option\(s\): colour$"):
         make(colour="red")
     with pytest.raises(TypeError, match=r"^unexpected option\(s\): colour$"):
-        af.Feed.from_keys([1], fetch, blobs=["x"], batch_size=1, colour="red")  # type: ignore[call-arg]
+        af.Feed.from_keys([1], fetch_one, blobs=["x"], batch_size=1, colour="red")  # type: ignore[call-arg]
 
 
 def test_workers_takes_a_processes_group_and_the_shorthand_is_the_same() -> None:

@@ -18,7 +18,7 @@ from tests.strategies import chunk_streams, make_chunk
 
 def test_rebatch_module_imports_no_concurrency() -> None:
     tree = ast.parse(pathlib.Path(asyncfeed.rebatch.__file__).read_text())
-    imported = set()
+    imported: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             imported.update(alias.name.split(".")[0] for alias in node.names)

@@ -30,7 +30,7 @@ def _import_torch() -> Any:
 
 
 def _make_dataset(torch: Any, worker_rows: Callable[[int, int], Iterator[Row]]) -> Any:
-    class RowStream(torch.utils.data.IterableDataset):  # type: ignore[misc, name-defined]
+    class RowStream(torch.utils.data.IterableDataset):  # type: ignore[misc]
         """Each worker takes its share via ``get_worker_info()``, as the docs show."""
 
         def __iter__(self) -> Iterator[Row]:

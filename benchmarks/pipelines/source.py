@@ -17,7 +17,7 @@ import numpy as np
 __all__ = ["KeyedSource", "Row", "stack_rows"]
 
 # One row: one array per blob (without the row dimension).
-Row = tuple[np.ndarray, ...]
+Row = tuple[Any, ...]  # arrays, or numpy scalars (a label)
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,7 @@ class Http(Workload):
         )  # fmt: skip
         best = max(aio, sync, key=lambda r: r["rows_per_s"])
         k = cores()
-        result = {
+        result: dict[str, Any] = {
             "rows_per_s": k * best["rows_per_s"],
             "single_thread_rows_per_s": best["rows_per_s"],
             "cpu_us_per_row": best["cpu_us_per_row"],
@@ -213,7 +213,7 @@ class Http(Workload):
         }
         if server_us is not None:
             result["service_cpu_us_per_row"] = server_us
-            client_us = aio["cpu_us_per_row"]
+            client_us = best["cpu_us_per_row"]
             with_server = k * 1e6 / (client_us + server_us)
             result["bound_with_server_rows_per_s"] = with_server
             result["note"] += (

@@ -33,9 +33,8 @@ from typing import Any
 import numpy as np
 
 from ..data import Streams
-from ..pipelines.source import Row
 from ..runner import Runner
-from ..shared_fetch import AsyncChunks, AsyncFetch, SyncFetch, connector_settings, decode
+from ..shared_fetch import AsyncChunks, AsyncFetch, Row, SyncFetch, connector_settings, decode
 from ..spec import RunSpec, Unavailable
 
 __all__ = ["BATCH", "BLOBS", "Keys", "build"]

@@ -46,7 +46,11 @@ def test_threads_deliver_exact_batches_and_stop() -> None:
     streams = Streams()
     src = RowSource(RowSpec((4,), "float32", 1, 5), streams)
     ci = ClassicInput(
-        ["x"], lambda w, b: [src.chunk()], 8, num_worker_threads=2, max_buffered_batches=1000
+        ["x"],
+        lambda w, b: None if (c := src.chunk()) is None else [c],
+        8,
+        num_worker_threads=2,
+        max_buffered_batches=1000,
     )
     checker = BatchChecker([BlobSpec("float32", (4,))], 8)
     ci.start()

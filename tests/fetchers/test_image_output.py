@@ -25,7 +25,7 @@ def test_the_default_is_uint8_hwc() -> None:
 
 def test_float_dtypes_are_scaled_to_0_1_like_to_tensor() -> None:
     for dtype in ("float32", "float16"):
-        out = decode_image(PNG, af.ImageOptions(dtype=dtype), "x")  # type: ignore[arg-type]
+        out = decode_image(PNG, af.ImageOptions(dtype=dtype), "x")
         assert out.dtype == np.dtype(dtype) and out.shape == (20, 30, 3)
         assert np.allclose(out.astype(np.float64), SRC / 255.0, atol=1e-3)
 
@@ -134,7 +134,7 @@ def test_new_options_are_keyword_only_and_the_old_order_holds() -> None:
         1000,
     )
     with pytest.raises(TypeError):
-        af.ImageOptions((8, 8), "crop", 3, 1000, "bicubic")  # type: ignore[misc]
+        af.ImageOptions((8, 8), "crop", 3, 1000, "bicubic")  # type: ignore[call-arg]
 
 
 # -- EXIF orientation from the JPEG header --------------------------------------------------

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 import asyncfeed as af
-from tests.conftest import CounterSource, check_accounting, check_batch
+from tests.conftest import CounterSource as CounterSource
+from tests.conftest import check_accounting, check_batch
 
 STOP_BOUND_S = 2.0
 

@@ -213,7 +213,7 @@ async def test_valid_odd_layouts_are_accepted_and_copied_correctly(
 @pytest.mark.timeout(20)
 async def test_a_chunk_with_a_huge_first_dimension_neither_hangs_nor_piles_up() -> None:
     rows = 10**12  # zero-stride: no memory behind it, but 10**9 batches' worth of rows
-    huge = [
+    huge: list[np.ndarray] = [
         np.broadcast_to(np.arange(1, dtype=np.int64), (rows,)),
         np.broadcast_to(np.zeros((1, 4), np.float32), (rows, 4)),
     ]

@@ -86,7 +86,7 @@ def test_every_invalid_argument_is_named_with_its_value(data: st.DataObject, key
     kwargs = {**BASE, name: value}
     with pytest.raises(af.ConfigError) as info:
         if keyed:
-            af.Feed.from_keys(range(3), fetch, **kwargs)
+            af.Feed.from_keys(range(3), fetch, **kwargs)  # type: ignore[arg-type]
         else:
             af.Feed(fetch, **kwargs)
     prefix, mention = expected_mention(name, value)

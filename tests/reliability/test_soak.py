@@ -136,14 +136,16 @@ def run_sink(feed: af.Feed, q: BlobsQueue, batch_size: int, target: int, soak: S
     while soak.rows - start < target:
         record = q.dequeue(timeout=10)
         assert record is not None
-        soak.take(*record, batch_size, False)
+        ids, x = record
+        soak.take(ids, x, batch_size, False)
         if pause := stall(rng, soak):
             time.sleep(pause)
     began = time.monotonic()
     feed.stop()
     soak.stops.append(time.monotonic() - began)
     while (record := q.dequeue(timeout=10)) is not None:  # accepted before the stop
-        soak.take(*record, batch_size, False)
+        ids, x = record
+        soak.take(ids, x, batch_size, False)
 
 
 @pytest.mark.soak

@@ -137,7 +137,7 @@ def test_stop_during_start_up_stops_the_feed(
     """stop() from another thread while start() is inside the feed's start-up on its loop."""
     in_start_up = threading.Event()
     stop_progressed = threading.Event()  # stop() returned, or handed its work to the loop
-    real_attach = run_module.attach_source
+    real_attach = run_module.attach_source  # type: ignore[attr-defined]
     real_submit = asyncio.run_coroutine_threadsafe
 
     def slow_attach(*args: Any, **kwargs: Any) -> Any:

@@ -73,7 +73,7 @@ class Core:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
 
-    def rectify(self, names: Any) -> list[str]:
+    def rectify(self, names: Any) -> list[Any]:
         if isinstance(names, str | BlobReference):
             names = [names]
         return [n if isinstance(n, BlobReference) else self.scope.namescope + n for n in names]

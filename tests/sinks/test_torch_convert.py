@@ -3,6 +3,8 @@ ops run on the GPU's copy stream)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ import asyncfeed as af
 from tests.httpserver import FaultServer
 
 torch = pytest.importorskip("torch")
+Tensor = Any  # torch.Tensor, imported at run time only
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -18,14 +21,14 @@ def images(n: int = 4, h: int = 6, w: int = 5, c: int = 3, seed: int = 0) -> np.
     return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)
 
 
-def through(sink: af.TorchSink, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+def through(sink: af.TorchSink, batch: dict[str, np.ndarray]) -> dict[str, Tensor]:
     assert sink.put(batch)
     out = sink.get(timeout=1)
     assert out is not None
     return out
 
 
-def reference(x: np.ndarray, normalize: tuple = IMAGENET) -> torch.Tensor:  # type: ignore[type-arg]
+def reference(x: np.ndarray, normalize: tuple = IMAGENET) -> Tensor:  # type: ignore[type-arg]
     """torchvision's ToTensor + Normalize, by hand."""
     mean, std = (torch.tensor(v, dtype=torch.float64) for v in normalize)
     return ((torch.from_numpy(x).double() / 255.0 - mean) / std).permute(0, 3, 1, 2)

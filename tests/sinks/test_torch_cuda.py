@@ -15,6 +15,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ import asyncfeed as af
 from tests.conftest import CounterSource
 
 torch = pytest.importorskip("torch")
+Tensor = Any  # torch.Tensor, imported at run time only
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 COLS = 64
@@ -35,7 +37,7 @@ def counter_batch(start: int, rows: int) -> dict[str, np.ndarray]:
     return {"ids": ids, "x": np.repeat(ids.astype(np.float32)[:, None], COLS, axis=1)}
 
 
-def mismatches(out: dict[str, torch.Tensor], start: int) -> torch.Tensor:
+def mismatches(out: dict[str, Tensor], start: int) -> Tensor:
     """Device count of values in ``out`` that differ from the counter rows from ``start``."""
     ids = out["ids"]
     want = torch.arange(start, start + ids.shape[0], device=ids.device, dtype=torch.int64)
@@ -125,7 +127,7 @@ def test_without_the_stream_wait_the_same_kernel_reads_stale_memory(
 
 def churn_consumer(
     sink: af.TorchSink, rows: int, seed: int, stop_after: int | None = None
-) -> tuple[int, torch.Tensor]:
+) -> tuple[int, Tensor]:
     """Read batches on a lagging stream, holding, freeing and allocating tensors, until the
     sink ends or ``stop_after`` batches were read. Batch k must hold ids from ``k * rows``.
 
@@ -134,7 +136,7 @@ def churn_consumer(
     rng = random.Random(seed)
     consumer = torch.cuda.Stream()
     bad = torch.zeros((), dtype=torch.int64, device="cuda")
-    held: collections.deque[tuple[int, dict[str, torch.Tensor]]] = collections.deque()
+    held: collections.deque[tuple[int, dict[str, Tensor]]] = collections.deque()
     read = 0
     with torch.cuda.stream(consumer):
         while read != stop_after and (out := sink.get(timeout=30)) is not None:
@@ -199,7 +201,7 @@ def test_without_record_stream_the_reuse_check_finds_corruption(
 ) -> None:
     """The reuse check can fail: with ``record_stream`` made a no-op, freed batches are
     reused by the sink's next copies while the lagging consumer still reads them."""
-    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, stream: None)
+    monkeypatch.setattr(Tensor, "record_stream", lambda self, stream: None)
     rows, n = 256, 2_000
     sink = af.TorchSink("cuda", capacity=2)
     consumer = torch.cuda.Stream()
@@ -225,7 +227,7 @@ def peak_of(fn: Callable[[], object]) -> int:
     base = torch.cuda.memory_allocated()
     fn()
     torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - base
+    return int(torch.cuda.max_memory_allocated() - base)
 
 
 @pytest.mark.timeout(120)
@@ -272,7 +274,7 @@ def test_stop_while_the_consumer_holds_tensors(counter: CounterSource) -> None:
     sink = af.TorchSink("cuda", capacity=2)
     feed = af.Feed(fetch, blobs=counter.blobs, batch_size=128, concurrency=1, sink=sink)
     feed.start()
-    held: list[dict[str, torch.Tensor]] = []
+    held: list[dict[str, Tensor]] = []
     try:
         for _ in range(20):
             out = sink.get(timeout=30)

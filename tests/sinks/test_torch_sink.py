@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -248,7 +249,7 @@ class AllocatingSink:
         self.queue = af.BlobsQueue(capacity=4, num_blobs=2)
         self.made: list[np.ndarray] = []
 
-    def put(self, batch: dict[str, np.ndarray]) -> bool:
+    def put(self, batch: Mapping[str, np.ndarray], /) -> bool:
         return self.queue.put(batch)
 
     def close(self) -> None:
