@@ -205,7 +205,7 @@ class GlobalCoordinator:
         """With ``net=None``: blob name → the :class:`~asyncfeed.BlobsQueue` of that blob.
 
         ``index`` picks among the calls made for ``input_source_name``, in call order. Each
-        ``queues[blob].dequeue(timeout)`` returns a one-array record, or None once the feed
+        ``queues[blob].dequeue(timeout=...)`` returns a one-array record, or None once the feed
         stopped and the queue is drained.
 
         Raises:

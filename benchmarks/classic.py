@@ -163,7 +163,7 @@ class ClassicInput:
         """Dequeue one record from every blob's queue (the net's ``DequeueBlobs`` ops)."""
         out = []
         for q in self.queues:
-            item = q.dequeue(timeout)
+            item = q.dequeue(timeout=timeout)
             if item is None:
                 return None
             out.append(item)

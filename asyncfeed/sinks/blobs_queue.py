@@ -105,7 +105,7 @@ class BlobsQueue:
         """Sink protocol: :meth:`safe_enqueue` the batch's arrays in blob order."""
         return self._q.put(self._record(tuple(batch.values())))
 
-    def dequeue(self, timeout: float | None = None) -> Record | None:
+    def dequeue(self, *, timeout: float | None = None) -> Record | None:
         """The oldest record, blocking while empty; None once closed and drained.
 
         Raises:

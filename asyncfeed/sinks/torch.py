@@ -312,7 +312,7 @@ class TorchSink:
             raise
         return self._queue.commit(ready)
 
-    def get(self, timeout: float | None = None) -> dict[str, torch.Tensor] | None:
+    def get(self, *, timeout: float | None = None) -> dict[str, torch.Tensor] | None:
         """The oldest batch as blob name → tensor on the device; None once closed and drained.
 
         On CUDA the tensors are ready for the caller's current stream; call from the thread

@@ -158,7 +158,7 @@ class DataWorkersRunner(Runner):
     def next_batch(self, timeout: float | None) -> Sequence[Any] | None:
         out = []
         for name in self._blobs:
-            record = self._queues[name].dequeue(timeout)
+            record = self._queues[name].dequeue(timeout=timeout)
             if record is None:
                 return None
             out.append(record[0])

@@ -85,7 +85,7 @@ def test_writer_blocks_while_full_and_resumes_after_a_read() -> None:
     assert first is not None and first[0].tolist() == [0]
     writer.join(5)
     assert result == [True]
-    assert [r[0].tolist() for r in (q.dequeue(0), q.dequeue(0))] == [[1], [2]]  # type: ignore[index]
+    assert [r[0].tolist() for r in (q.dequeue(timeout=0), q.dequeue(timeout=0))] == [[1], [2]]  # type: ignore[index]
 
 
 @pytest.mark.timeout(10)
@@ -250,7 +250,7 @@ def test_queue_per_blob_splits_a_batch_and_closes_together() -> None:
     sink = QueuePerBlob(["ids", "x"], capacity=2)
     ids, x = record(4)
     assert sink.put({"ids": ids, "x": x})
-    got_ids, got_x = sink.queues["ids"].dequeue(0), sink.queues["x"].dequeue(0)
+    got_ids, got_x = sink.queues["ids"].dequeue(timeout=0), sink.queues["x"].dequeue(timeout=0)
     assert got_ids is not None and got_x is not None
     assert got_ids[0] is ids and got_x[0] is x  # handed over, not copied
     with pytest.raises(af.RecordError, match=r"^expected blobs \['ids', 'x'\], got \['x'\]$"):
