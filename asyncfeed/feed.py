@@ -14,8 +14,8 @@ import logging
 import time
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, Final, Self, Unpack, cast, final
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence, Sized
+from typing import Any, Final, Self, TextIO, Unpack, cast, final
 
 from .blocking import SyncFace
 from .bridge import stop_at_exit
@@ -23,6 +23,7 @@ from .errors import AsyncFeedError, ConfigError, FeedExhausted, FeedStateError
 from .fetch import next_worker_id
 from .keys import Keys, KeySpec
 from .options import FeedKwargs, FeedOptions
+from .progress import Progress
 from .protocols import FetchFn, FetchOneFn, is_async_callable
 from .rebatch import Batch
 from .run import Run, RunSpec
@@ -345,6 +346,38 @@ class Feed:
             if et is None:
                 raise
             log.warning("feed %r also failed while the consumer raised", self, exc_info=True)
+
+    def progress(
+        self, *, file: TextIO | None = None, interval: float = 0.5, desc: str | None = None
+    ) -> Progress:
+        """Iterate with a progress bar: ``for batch in feed.progress():`` (or ``async for``).
+
+        The bar (tqdm, on ``file``, stderr by default) shows rows/s, rows skipped under
+        ``max_errors``, retried requests and the share of the loop's time spent waiting for
+        batches, with its main cause.
+        """
+        return Progress(self, file=file, interval=interval, desc=desc)
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank, for a keyed feed over a sized collection of keys.
+
+        Counts one row per key, as the ready fetchers make (``HttpFetcher``, ``FileFetcher``);
+        the final partial batch counts unless ``drop_last``.
+
+        Raises:
+            TypeError: a seed-style feed, or keys with no ``len()`` (an iterator).
+        """
+        keys = self._spec.keys
+        if keys is None:
+            raise TypeError("a seed-style feed has no length; it streams until stopped")
+        if not isinstance(keys.keys, Sized):
+            raise TypeError(f"the keys of this feed have no len(): {keys.keys!r}")
+        rank, world_size = keys.shard
+        mine = len(range(rank, len(keys.keys), world_size))
+        batch_size = self.batch_size
+        if self._spec.options.drop_last:
+            return mine // batch_size
+        return -(-mine // batch_size)
 
     # -- stats ---------------------------------------------------------------------------------
 

@@ -100,12 +100,13 @@ class Run:
             drop_last=opts.drop_last,
             on_starved=self._on_starved,
         )
+        self._budget: Final = ErrorBudget(opts.max_errors, self.counters)
         self.fetcher: Final = Fetcher(
             schema=self.sq.schema,
             ledger=self.sq.ledger,
             chunks=self.sq.channel,
             counters=self.counters,
-            on_error=ErrorBudget(opts.max_errors, self.counters),
+            on_error=self._budget,
             stop_cause=self._held_rows_cause,
         )
         self.backend: Final = make_backend(
@@ -254,6 +255,7 @@ class Run:
         if self._finished:
             return
         self._finished = True
+        self._budget.flush_log()
         cause = DropCause.ERROR if self.error is not None else self._stop_cause
         if self.bridge is not None:
             self.bridge.shutdown(cause)

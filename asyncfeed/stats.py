@@ -204,7 +204,10 @@ class FeedCounters:
     """Per-feed counters, updated on the feed's event loop."""
 
     __slots__ = (
+        "_first",
+        "_last",
         "_rate",
+        "_rows",
         "_window_rows",
         "_window_start",
         "batches_delivered",
@@ -233,12 +236,19 @@ class FeedCounters:
         self._window_start = self.started
         self._window_rows = 0
         self._rate = 0.0
+        self._rows = 0
+        self._first = 0.0  # when the first batch was delivered (0: none yet)
+        self._last = 0.0
 
     def delivered(self, rows: int) -> None:
         """Count one delivered batch and update the rows/s of the last closed window."""
         self.batches_delivered += 1
+        self._rows += rows
         self._window_rows += rows
         now = time.monotonic()
+        if not self._first:
+            self._first = self._window_start = now
+        self._last = now
         elapsed = now - self._window_start
         if elapsed >= self.WINDOW:
             self._rate = self._window_rows / elapsed
@@ -282,18 +292,29 @@ class FeedCounters:
             fetch_errors=self.fetch_errors,
             chunk_queue_depth=chunk_queue_depth,
             batch_queue_depth=batch_queue_depth,
-            inputs_per_sec=self.inputs_per_sec(),
+            inputs_per_sec=self.inputs_per_sec(running=state == "running"),
             mean_fetch_time=self.fetch_time / calls if calls else 0.0,
             mean_enqueue_time=self.enqueue_time / self.enqueue_count if self.enqueue_count else 0.0,
             time_elapsed=time.monotonic() - self.started,
             hosts=hosts,
         )
 
-    def inputs_per_sec(self) -> float:
-        """Rows/s over the last closed window of about a second (0.0 before the first)."""
-        if time.monotonic() - self._window_start > 2 * self.WINDOW:
-            return 0.0  # nothing delivered lately: the last window is stale
-        return self._rate
+    def inputs_per_sec(self, *, running: bool = True) -> float:
+        """Rows/s delivered: over the last closed window of about a second; before the first
+        window closes, over the run so far; once the feed stopped, over its whole run. A
+        running feed that delivered nothing for two windows reads 0.0."""
+        if not self._first:
+            return 0.0
+        now = time.monotonic()
+        if not running:
+            span = self._last - self._first
+            return self._rows / span if span > 0 else 0.0
+        if now - self._last > 2 * self.WINDOW:
+            return 0.0  # nothing delivered lately
+        if self._rate:
+            return self._rate
+        span = now - self._first
+        return self._rows / span if span > 0 else 0.0
 
 
 class LagWarning:

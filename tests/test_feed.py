@@ -246,3 +246,55 @@ async def test_backpressure_bounds_what_is_fetched() -> None:
     # queue (10) + prefetched batches (2 x 4) + one batch taken (4) + one chunk per worker (2)
     assert stats.rows_fetched <= 10 + 8 + 4 + 2 + 4
     assert next(calls) <= 10 + 8 + 4 + 2 + 4 + 1
+
+
+@pytest.mark.parametrize(
+    ("keys", "shard", "drop_last", "expected"),
+    [(range(10), None, False, 3), (range(10), None, True, 2), (range(10), (1, 3), False, 1)],
+)
+def test_len_of_a_keyed_feed_is_its_batches_per_epoch_for_this_rank(
+    keys: range, shard: tuple[int, int] | None, drop_last: bool, expected: int
+) -> None:
+    feed = af.Feed.from_keys(
+        keys, lambda k: [np.array([k])], blobs=["x"], batch_size=4, shard=shard,
+        drop_last=drop_last,
+    )  # fmt: skip
+    assert len(feed) == expected
+    with feed:
+        assert sum(1 for _ in feed) == expected  # one row per key: the count holds
+
+
+def test_len_is_refused_where_it_is_not_known() -> None:
+    async def fetch(worker_id: int, batch_size: int) -> None:
+        return None
+
+    with pytest.raises(TypeError, match=r"^a seed-style feed has no length"):
+        len(af.Feed(fetch, blobs=["x"], batch_size=4))
+    keyed = af.Feed.from_keys(iter(range(3)), lambda k: None, blobs=["x"], batch_size=4)
+    with pytest.raises(TypeError, match=r"^the keys of this feed have no len\(\)"):
+        len(keyed)
+
+
+def test_progress_wraps_sync_iteration_and_closes_its_bar() -> None:
+    import io
+
+    out = io.StringIO()
+    feed = af.Feed.from_keys(range(40), lambda k: [np.array([k])], blobs=["x"], batch_size=4)
+    with feed:
+        rows = [int(v) for batch in feed.progress(file=out, interval=0) for v in batch["x"]]
+    assert rows == list(range(40))
+    text = out.getvalue()
+    assert "40.0 rows" in text and "skipped=0, retried=0, waiting=" in text
+
+
+async def test_progress_wraps_async_iteration() -> None:
+    import io
+
+    async def fetch_one(key: int) -> list[np.ndarray]:
+        return [np.array([key])]
+
+    out = io.StringIO()
+    feed = af.Feed.from_keys(range(12), fetch_one, blobs=["x"], batch_size=4)
+    async with feed:
+        got = [batch.rows async for batch in feed.progress(file=out, interval=0)]
+    assert got == [4, 4, 4] and "12.0 rows" in out.getvalue()

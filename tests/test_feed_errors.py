@@ -197,3 +197,28 @@ def test_fetch_error_pickles() -> None:
     err = af.FetchError("x failed", worker_id=3, key="k")
     back = pickle.loads(pickle.dumps(err))
     assert (str(back), back.worker_id, back.key) == ("x failed", 3, "k")
+
+
+async def test_a_thousand_failing_keys_log_a_bounded_number_of_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def fetch_one(key: int) -> list[np.ndarray]:
+        await asyncio.sleep(0)
+        if key % 2:
+            raise ConnectionError(f"host down for key {key}")
+        raise TimeoutError(f"timed out on key {key}")
+
+    feed = af.Feed.from_keys(range(1000), fetch_one, blobs=["x"], batch_size=4, max_errors=5000)
+    with caplog.at_level("WARNING", logger="asyncfeed"):
+        async with feed:
+            async for _ in feed:
+                pass
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("asyncfeed")]
+    assert feed.stats().fetch_errors == 1000
+    assert len(lines) <= 5 + 3, lines  # the first 5, then summaries (one per 10 s, and at the end)
+    assert "further ones are summarised" in lines[4]
+    summary = lines[-1]
+    assert (
+        summary.startswith("skipped 995 more failed fetches (") and "of max_errors=5000" in summary
+    )
+    assert "ConnectionError" in summary and "TimeoutError" in summary

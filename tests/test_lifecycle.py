@@ -312,3 +312,41 @@ async def test_stop_before_the_runner_first_runs_still_cleans_up() -> None:
     # the source was left: a new feed may use it with other blobs
     async with af.Feed(fetch, blobs=["y"], batch_size=4, source="early") as other:
         assert (await anext(other)).rows == 4
+
+
+@pytest.mark.timeout(20)
+def test_a_sync_with_block_starts_and_stops_the_feed(counter: CounterSource) -> None:
+    def fetch(worker_id: int, batch_size: int) -> list[np.ndarray]:
+        return counter.chunk(4)
+
+    feed = af.Feed(fetch, blobs=counter.blobs, batch_size=8)
+    with feed as running:
+        assert running is feed and feed.state is af.FeedState.RUNNING
+        assert feed.get(timeout=10).rows == 8
+    assert feed.stats().state == "stopped"
+
+
+@pytest.mark.timeout(20)
+def test_get_after_stop_says_the_feed_was_stopped(counter: CounterSource) -> None:
+    def fetch(worker_id: int, batch_size: int) -> list[np.ndarray]:
+        return counter.chunk(4)
+
+    feed = af.Feed(fetch, blobs=counter.blobs, batch_size=8)
+    feed.start()
+    feed.get(timeout=10)
+    feed.stop()
+    with pytest.raises(af.FeedExhausted, match=r"^feed 'train' was stopped$"):
+        feed.get(timeout=1)
+    assert list(feed) == []  # iteration ends quietly
+
+
+@pytest.mark.timeout(20)
+def test_get_after_the_last_batch_says_so() -> None:
+    def fetch_one(key: int) -> list[np.ndarray]:
+        return [np.array([key])]
+
+    feed = af.Feed.from_keys(range(3), fetch_one, blobs=["x"], batch_size=2)
+    with feed:
+        assert [b.rows for b in feed] == [2, 1]
+        with pytest.raises(af.FeedExhausted, match=r"^feed 'keys' delivered its last batch$"):
+            feed.get(timeout=1)

@@ -98,7 +98,7 @@ def test_lag_warning_is_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
     assert not [r for r in caplog.records if "'test'" in r.message]
 
 
-async def test_inputs_per_sec_is_reported_after_a_window(counter: CounterSource) -> None:
+async def test_inputs_per_sec_is_meaningful_from_the_first_batches(counter: CounterSource) -> None:
     async def fetch(worker_id: int, batch_size: int) -> list[np.ndarray]:
         await asyncio.sleep(0.001)  # a steady, slow source
         return counter.chunk(8)
@@ -110,3 +110,21 @@ async def test_inputs_per_sec_is_reported_after_a_window(counter: CounterSource)
             if rate > 0:
                 break
     assert rate > 0
+
+
+async def test_inputs_per_sec_of_a_short_run_stays_meaningful_after_it_stops(
+    counter: CounterSource,
+) -> None:
+    async def fetch(worker_id: int, batch_size: int) -> list[np.ndarray]:
+        await asyncio.sleep(0)
+        return counter.chunk(8)
+
+    feed = af.Feed(fetch, blobs=counter.blobs, batch_size=8, concurrency=2)
+    async with feed:
+        for _ in range(20):  # well under a second
+            await anext(feed)
+        running = feed.stats().inputs_per_sec
+    stopped = feed.stats()
+    assert running > 0 and stopped.inputs_per_sec > 0
+    # over the run's delivering time: at least the 20 batches' rows in that span
+    assert stopped.inputs_per_sec * stopped.time_elapsed >= 8 * 19
