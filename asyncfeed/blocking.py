@@ -202,10 +202,12 @@ def _serve_get(run: Run, cf: concurrent.futures.Future[Batch]) -> None:
     """On the loop: hand the next batch to a waiting ``get()``, or its end."""
     if cf.cancelled():
         return
+    run.waits.asked()
     try:
         batch = run.batches.get_nowait()
     except asyncio.QueueEmpty:
-        task = run.spawn(_hand_when_ready(run, cf), "get")
+        waiting = run.probe.cause(), time.perf_counter()
+        task = run.spawn(_hand_when_ready(run, cf, waiting), "get")
         cf.add_done_callback(lambda f: _cancel_soon(task) if f.cancelled() else None)
         return
     except ChannelClosed:
@@ -214,12 +216,16 @@ def _serve_get(run: Run, cf: concurrent.futures.Future[Batch]) -> None:
     _hand(run, cf, batch)
 
 
-async def _hand_when_ready(run: Run, cf: concurrent.futures.Future[Batch]) -> None:
+async def _hand_when_ready(
+    run: Run, cf: concurrent.futures.Future[Batch], waiting: tuple[str, float]
+) -> None:
     try:
         batch = await run.batches.get()
     except ChannelClosed:
         _set_exception(cf, run.end_error())
         return
+    finally:
+        run.waits.add(waiting[0], time.perf_counter() - waiting[1])
     _hand(run, cf, batch)
 
 

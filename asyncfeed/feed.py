@@ -14,7 +14,7 @@ import logging
 import time
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence, Sized
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Final, Self, TextIO, Unpack, cast, final
 
 from .blocking import SyncFace
@@ -22,14 +22,15 @@ from .bridge import stop_at_exit
 from .errors import AsyncFeedError, ConfigError, FeedExhausted, FeedStateError
 from .fetch import next_worker_id
 from .keys import Keys, KeySpec
-from .options import FeedKwargs, FeedOptions
+from .observe import unstarted
+from .options import FeedKwargs, FeedOptions, RunSpec
 from .progress import Progress
 from .protocols import FetchFn, FetchOneFn, is_async_callable
 from .rebatch import Batch
-from .run import Run, RunSpec
+from .run import Run
 from .sizing import plan
 from .state import FeedState, Lifecycle
-from .stats import FeedCounters, FeedStats
+from .stats import FeedStats
 
 __all__ = ["Feed", "FeedState"]
 
@@ -361,8 +362,8 @@ class Feed:
     def __len__(self) -> int:
         """Batches per epoch for this rank, for a keyed feed over a sized collection of keys.
 
-        Counts one row per key, as the ready fetchers make (``HttpFetcher``, ``FileFetcher``);
-        the final partial batch counts unless ``drop_last``.
+        Counts one row per key, as the ready fetchers make; the final partial batch counts
+        unless ``drop_last``.
 
         Raises:
             TypeError: a seed-style feed, or keys with no ``len()`` (an iterator).
@@ -370,30 +371,16 @@ class Feed:
         keys = self._spec.keys
         if keys is None:
             raise TypeError("a seed-style feed has no length; it streams until stopped")
-        if not isinstance(keys.keys, Sized):
-            raise TypeError(f"the keys of this feed have no len(): {keys.keys!r}")
-        rank, world_size = keys.shard
-        mine = len(range(rank, len(keys.keys), world_size))
-        batch_size = self.batch_size
-        if self._spec.options.drop_last:
-            return mine // batch_size
-        return -(-mine // batch_size)
+        return keys.batches(self.batch_size, drop_last=self._spec.options.drop_last)
 
     # -- stats ---------------------------------------------------------------------------------
 
     def stats(self) -> FeedStats:
         """A consistent snapshot; callable from any thread, in any state."""
         run = self._run
-        if run is not None:
-            return run.stats(self.state.value)
-        return FeedCounters().snapshot(
-            source=self.source,
-            state=self.state.value,
-            ledger=None,
-            chunk_queue_depth=0,
-            batch_queue_depth=0,
-            hosts={},
-        )
+        if run is None:
+            return unstarted(self.source, self.state.value)
+        return run.stats(self.state.value)
 
 
 def _check_on_loop(run: Run) -> None:

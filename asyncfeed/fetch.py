@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import BrokenExecutor
 from typing import Any, Final, final
 
+from .attribution import Blocked
 from .backend import KeyCall, Outcome, SeedCall
 from .chunks import Arrays, ChunkSchema, describe_origin
 from .errors import AsyncFeedError, FetchError
@@ -147,6 +148,7 @@ class Fetcher:
 
     __slots__ = (
         "_warned_empty",
+        "blocked",
         "chunks",
         "counters",
         "ledger",
@@ -171,6 +173,7 @@ class Fetcher:
         self.counters: Final = counters
         self.on_error: Final = on_error
         self.stop_cause: Final = stop_cause
+        self.blocked: Final = Blocked()  # workers waiting for room in the chunk queue
         self._warned_empty = False
 
     # -- the one accounting path ---------------------------------------------------------------
@@ -232,15 +235,25 @@ class Fetcher:
 
     async def run_seed_worker(self, worker_id: int, call: SeedCall) -> None:
         """Repeat ``call`` forever, queueing every chunk; back off while it returns None."""
-        settle, offer = self.settle, self._offer
+        settle, offer, counters = self.settle, self._offer, self.counters
         idle = 0.0
         try:
             while True:
                 _stop_if_cancelled()
-                arrays = settle(await call(), worker_id, None)
+                counters.inflight += 1
+                try:
+                    outcome = await call()
+                finally:
+                    counters.inflight -= 1
+                arrays = settle(outcome, worker_id, None)
+                del outcome
                 if arrays is None:
                     idle = min(IDLE_MAX, idle * 2 or IDLE_MIN)
-                    await asyncio.sleep(idle)
+                    counters.idle += 1
+                    try:
+                        await asyncio.sleep(idle)
+                    finally:
+                        counters.idle -= 1
                     continue
                 idle = 0.0
                 if not await offer(arrays, worker_id):
@@ -261,7 +274,13 @@ class Fetcher:
             except ChannelClosed:
                 return
             _stop_if_cancelled()
-            arrays = self.settle(await call(key), None, key)
+            self.counters.inflight += 1
+            try:
+                outcome = await call(key)
+            finally:
+                self.counters.inflight -= 1
+            arrays = self.settle(outcome, None, key)
+            del outcome
             if reorder is not None:
                 await reorder.wait_turn(seq)
             try:
@@ -287,7 +306,11 @@ class Fetcher:
             _stop_if_cancelled()
             if not self.chunks.put_nowait(chunk):
                 start = time.perf_counter()
-                await self.chunks.put(chunk)
+                self.blocked.enter()
+                try:
+                    await self.chunks.put(chunk)
+                finally:
+                    self.blocked.leave()
                 self.counters.enqueue_time += time.perf_counter() - start
         except ChannelClosed:
             self.ledger.drop(rows, Stage.QUEUED, DropCause.STOP)

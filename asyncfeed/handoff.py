@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final, final
 
+from .attribution import Blocked
 from .bridge import start_thread, to_thread
 from .errors import AsyncFeedError, ConfigError, SinkError
 from .queues import Channel, ChannelClosed
@@ -72,6 +73,7 @@ class SinkBridge:
         "_thread",
         "_waiter",
         "_work",
+        "blocked",
         "sink",
     )
 
@@ -98,6 +100,12 @@ class SinkBridge:
         self._outcome: bool | BaseException = True  # first put that did not succeed
         self._drop_cause = DropCause.SINK_CLOSED
         self._shut = False
+        self.blocked: Final = Blocked()  # the sink's put() holding batches back
+
+    @property
+    def busy(self) -> int:
+        """Batches handed to the thread and not yet settled (being put, or waiting to be)."""
+        return self._busy
 
     async def run(
         self, batches: Channel[Batch], ledger: Ledger, on_closed: Callable[[], None]
@@ -146,11 +154,13 @@ class SinkBridge:
                 return True
             assert self._loop is not None
             waiter = self._waiter = self._loop.create_future()
+            self.blocked.enter()
             try:
                 if not self._settled:  # checked after publishing the waiter: no lost wake-up
                     await waiter
             finally:
                 self._waiter = None
+                self.blocked.leave()
 
     def _collect(self) -> None:
         """On the loop: count the batches the thread has settled since the last call."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Sized
 from dataclasses import dataclass
 from typing import Any, cast, final
 
@@ -34,6 +34,18 @@ class KeySpec:
         if not isinstance(ordered, bool):
             raise ConfigError(f"ordered must be a bool, got {ordered!r}")
         return cls(keys, ordered, check_shard(shard))
+
+    def batches(self, batch_size: int, *, drop_last: bool) -> int:
+        """Batches of one row per key this rank's share makes.
+
+        Raises:
+            TypeError: the keys have no ``len()``.
+        """
+        if not isinstance(self.keys, Sized):
+            raise TypeError(f"the keys of this feed have no len(): {self.keys!r}")
+        rank, world_size = self.shard
+        mine = len(range(rank, len(self.keys), world_size))
+        return mine // batch_size if drop_last else -(-mine // batch_size)
 
 
 def check_shard(shard: object) -> tuple[int, int]:

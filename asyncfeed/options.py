@@ -19,10 +19,20 @@ from .procs.options import Processes
 
 if TYPE_CHECKING:
     from .feed import Feed
+    from .keys import KeySpec
+    from .procs.options import WorkerSpec
     from .sinks import Sink
+    from .sizing import Sizing
     from .stats import ExternalLogger
 
-__all__ = ["FeedKwargs", "FeedOptions", "Workers", "check_blobs", "check_positive_int"]
+__all__ = [
+    "FeedKwargs",
+    "FeedOptions",
+    "RunSpec",
+    "Workers",
+    "check_blobs",
+    "check_positive_int",
+]
 
 MAX_BATCH_SIZE = 2**31 - 1
 
@@ -245,3 +255,15 @@ def _check_workers(options: dict[str, Any], concurrency: int, executor: object) 
             f"processes={workers.n}"
         )
     return workers
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """What a feed runs: fixed when the feed is made."""
+
+    fn: Callable[..., Any]
+    options: FeedOptions
+    keys: KeySpec | None
+    worker_ids: tuple[int, ...]
+    sizing: Sizing
+    process_spec: WorkerSpec | None

@@ -49,6 +49,11 @@ class Channel(Generic[T]):
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def waiting_getters(self) -> int:
+        """Coroutines parked in :meth:`get`, waiting for an item."""
+        return len(self._getters)
+
     def full(self) -> bool:
         return len(self._items) >= self.maxsize
 

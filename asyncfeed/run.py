@@ -13,30 +13,29 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final, final
 
+from .attribution import SinkWatch, Waits
 from .backend import make_backend
 from .errors import FeedExhausted, FeedStateError, FeedTimeoutError, first_error
 from .fetch import ErrorBudget, Fetcher
 from .handoff import SinkBridge
-from .keys import KeySpec, Reorderer
-from .options import FeedOptions
+from .keys import Reorderer
+from .observe import probe_for, snapshot
+from .options import RunSpec
 from .queues import Channel, ChannelClosed, attach_source, detach_source
 from .rebatch import Batch, Rebatcher
 from .resources import call_init, open_fetcher
-from .sinks import allocator_of
-from .sizing import Sizing
+from .sinks import WatchedSink, allocator_of
 from .stages import RebatchStage, dispatch_keys, log_every
 from .state import Lifecycle
 from .stats import DropCause, FeedCounters, FeedStats, LagWarning, Stage
 
 if TYPE_CHECKING:
     from .feed import Feed
-    from .procs.options import WorkerSpec
 
-__all__ = ["DEFAULT_STOP_TIMEOUT", "Run", "RunSpec"]
+__all__ = ["DEFAULT_STOP_TIMEOUT", "Run"]
 
 log = logging.getLogger("asyncfeed.feed")
 
@@ -45,18 +44,6 @@ log = logging.getLogger("asyncfeed.feed")
 DEFAULT_STOP_TIMEOUT: Final = 5.0
 #: The runner's own cleanup ends this long before the stop's deadline, so the stop sees it.
 CLEANUP_MARGIN: Final = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class RunSpec:
-    """What a feed runs: fixed when the feed is made."""
-
-    fn: Callable[..., Any]
-    options: FeedOptions
-    keys: KeySpec | None
-    worker_ids: tuple[int, ...]
-    sizing: Sizing
-    process_spec: WorkerSpec | None
 
 
 @final
@@ -120,6 +107,13 @@ class Run:
             on_late=self.fetcher.drop_late,
         )
         self._lag: Final = LagWarning(opts.source)
+        self.limit = opts.concurrency  # fetch calls allowed in flight now
+        self.limit_reason = "fixed"
+        self.key_channel: Channel[tuple[int, Any]] | None = None
+        self.waits: Final = Waits()
+        self.probe: Final = probe_for(self)
+        if isinstance(sink, WatchedSink):
+            sink.watch(SinkWatch(self.waits, self.probe))
         self._resources: Final = contextlib.AsyncExitStack()
         self.error: BaseException | None = None
         self.error_seen = False
@@ -200,6 +194,7 @@ class Run:
             return
         keys = spec.keys
         channel: Channel[tuple[int, Any]] = Channel(spec.sizing.key_buffer)
+        self.key_channel = channel
         reorder = Reorderer() if keys.ordered else None
         call = backend.key_call()
         live = [spec.sizing.workers]
@@ -259,6 +254,8 @@ class Run:
         cause = DropCause.ERROR if self.error is not None else self._stop_cause
         if self.bridge is not None:
             self.bridge.shutdown(cause)
+            if isinstance(self.bridge.sink, WatchedSink):
+                self.bridge.sink.watch(None)
         self.stage.discard(cause)
         if self.error is not None or self._stop_requested:
             self._drop_batches(cause)
@@ -333,8 +330,14 @@ class Run:
             StopAsyncIteration: a finite feed delivered its last batch, or it was stopped.
             AsyncFeedError: the error that stopped the run.
         """
+        self.waits.asked()
         try:
-            batch: Batch | None = await self.batches.get()  # at once when a batch is ready
+            try:
+                batch: Batch | None = self.batches.get_nowait()
+            except asyncio.QueueEmpty:
+                cause, start = self.probe.cause(), time.perf_counter()
+                batch = await self.batches.get()
+                self.waits.add(cause, time.perf_counter() - start)
         except ChannelClosed:
             batch = None
         if batch is None:
@@ -367,14 +370,7 @@ class Run:
 
     def stats(self, state: str) -> FeedStats:
         """A consistent snapshot; callable from any thread."""
-        return self.counters.snapshot(
-            source=self.source,
-            state=state,
-            ledger=self.sq.ledger,
-            chunk_queue_depth=len(self.sq.channel),
-            batch_queue_depth=len(self.batches),
-            hosts=self.backend.host_stats(),
-        )
+        return snapshot(self, state)
 
     def stats_now(self) -> FeedStats:
         return self.stats(self._life.state.value)

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, final
 
+from .attribution import Blocked
 from .errors import FetchError
 from .keys import Keys, iterate_keys
 from .queues import Channel, ChannelClosed, Chunk
@@ -35,6 +36,7 @@ class RebatchStage:
         "_outbox",
         "_unpushed",
         "batches",
+        "blocked",
         "chunks",
         "drop_last",
         "ledger",
@@ -59,6 +61,7 @@ class RebatchStage:
         self.drop_last: Final = drop_last
         self.on_starved: Final = on_starved
         self._outbox: deque[Batch] = deque()
+        self.blocked: Final = Blocked()  # waiting for room in the batch channel
         self._unpushed = 0  # rows of the current chunk the rebatcher has not taken yet
 
     async def run(self) -> None:
@@ -137,7 +140,11 @@ class RebatchStage:
         while outbox:
             batch = outbox[0]
             if not self.batches.put_nowait(batch):
-                await self.batches.put(batch)
+                self.blocked.enter()
+                try:
+                    await self.batches.put(batch)
+                finally:
+                    self.blocked.leave()
             outbox.popleft()
             self.ledger.move(batch.rows, Stage.REBATCHING, Stage.BATCHED)
 

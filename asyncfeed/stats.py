@@ -218,6 +218,8 @@ class FeedCounters:
         "fetch_errors",
         "fetch_none",
         "fetch_time",
+        "idle",
+        "inflight",
         "started",
     )
 
@@ -233,6 +235,8 @@ class FeedCounters:
         self.enqueue_time = 0.0
         self.enqueue_count = 0
         self.batches_delivered = 0
+        self.inflight = 0  # fetch calls running now
+        self.idle = 0  # fetch workers backing off after a None
         self._window_start = self.started
         self._window_rows = 0
         self._rate = 0.0
@@ -298,6 +302,10 @@ class FeedCounters:
             time_elapsed=time.monotonic() - self.started,
             hosts=hosts,
         )
+
+    def time_to_first_batch(self) -> float | None:
+        """Seconds from the run's start to its first delivered batch (None before it)."""
+        return self._first - self.started if self._first else None
 
     def inputs_per_sec(self, *, running: bool = True) -> float:
         """Rows/s delivered: over the last closed window of about a second; before the first

@@ -179,3 +179,9 @@ class Unloadable:
 def ignore_sigterm(index: int) -> None:
     """worker_init of a worker that ignores SIGTERM: only SIGKILL ends it."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+async def slow_key_rows(key: int) -> list[np.ndarray]:
+    """:func:`key_rows`, 20 ms later."""
+    await asyncio.sleep(0.02)
+    return key_rows(key)

@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..attribution import WaitWatch
 from ..rebatch import Allocate
 from .blobs_queue import BlobsQueue as BlobsQueue
 from .blobs_queue import BlobsQueueStats as BlobsQueueStats
@@ -34,6 +35,7 @@ __all__ = [
     "Sink",
     "TorchSink",
     "TorchSinkStats",
+    "WatchedSink",
     "allocator_of",
 ]
 
@@ -71,6 +73,15 @@ class AllocatingSink(Sink, Protocol):
         Called on the feed's event loop, so it must not block for long. The feed may
         refill the array once the sink and the consumer no longer reference it.
         """
+        ...
+
+
+@runtime_checkable
+class WatchedSink(Sink, Protocol):
+    """A sink that tells the feed when its reader waits, so the waits are attributed."""
+
+    def watch(self, watch: WaitWatch | None, /) -> None:
+        """Report every read that has to wait to ``watch`` (None: stop reporting)."""
         ...
 
 

@@ -9,6 +9,7 @@ from typing import Final, final
 
 import numpy as np
 
+from ..attribution import WaitWatch
 from ..errors import RecordError
 from ..options import check_blobs, check_positive_int
 from .closable_queue import ClosableQueue
@@ -124,6 +125,10 @@ class BlobsQueue:
         """Close for good and wake every blocked reader and writer. Idempotent."""
         self._q.close()
 
+    def watch(self, watch: WaitWatch | None) -> None:
+        """Report every read that has to wait to ``watch`` (a feed attributes the waits)."""
+        self._q.watch(watch)
+
     def stats(self) -> BlobsQueueStats:
         """A snapshot of the queue's size and counters."""
         size, puts, gets, bytes_in, bytes_out = self._q.counters()
@@ -191,6 +196,11 @@ class QueuePerBlob:
         finally:
             for cq in held:
                 cq.release()
+
+    def watch(self, watch: WaitWatch | None) -> None:
+        """Report every read that has to wait to ``watch`` (a feed attributes the waits)."""
+        for q in self.queues.values():
+            q.watch(watch)
 
     def close(self) -> None:
         """Close every queue, waking their readers and writers. Idempotent."""

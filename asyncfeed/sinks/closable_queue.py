@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final, Generic, TypeVar, final
 
+from ..attribution import WaitWatch
 from ..errors import FeedTimeoutError
 
 __all__ = ["ClosableQueue"]
@@ -45,6 +46,7 @@ class ClosableQueue(Generic[T]):
         "_not_empty",
         "_not_full",
         "_reserved",
+        "_watch",
         "_weigh",
         "bytes_in",
         "bytes_out",
@@ -63,6 +65,7 @@ class ClosableQueue(Generic[T]):
         self._aget: deque[_Waiter] = deque()
         self._reserved = 0
         self._closed = False
+        self._watch: WaitWatch | None = None
         self.puts = 0
         self.gets = 0
         self.bytes_in = 0
@@ -130,6 +133,10 @@ class ClosableQueue(Generic[T]):
 
     # -- reading ------------------------------------------------------------------------------
 
+    def watch(self, watch: WaitWatch | None) -> None:
+        """Tell ``watch`` of every read that has to wait (a feed attributes the waits)."""
+        self._watch = watch
+
     def get(self, timeout: float | None = None) -> T | None:
         """The oldest item, blocking while empty and open; None once closed and drained.
 
@@ -137,18 +144,28 @@ class ClosableQueue(Generic[T]):
             FeedTimeoutError: nothing arrived within ``timeout`` seconds and the queue is open.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            while not self._items:
-                if self._closed:
-                    return None
-                if deadline is None:
-                    self._not_empty.wait()
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise FeedTimeoutError(f"nothing to read within {timeout} s")
-                self._not_empty.wait(remaining)
-            return self._pop()
+        watch = self._watch
+        if watch is not None:
+            watch.asked()
+        waited: tuple[str, float] | None = None
+        try:
+            with self._lock:
+                while not self._items:
+                    if self._closed:
+                        return None
+                    if waited is None and watch is not None:
+                        waited = watch.cause(), time.perf_counter()
+                    if deadline is None:
+                        self._not_empty.wait()
+                        continue
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise FeedTimeoutError(f"nothing to read within {timeout} s")
+                    self._not_empty.wait(remaining)
+                return self._pop()
+        finally:
+            if waited is not None and watch is not None:
+                watch.waited(waited[0], time.perf_counter() - waited[1])
 
     async def aget(self) -> T | None:
         """The oldest item, waiting on the running loop without blocking it.
@@ -157,24 +174,34 @@ class ClosableQueue(Generic[T]):
         only taken by the coroutine that returns it.
         """
         loop = asyncio.get_running_loop()
-        while True:
-            with self._lock:
-                if self._items:
-                    return self._pop()
-                if self._closed:
-                    return None
-                waiter: _Waiter = (loop, loop.create_future())
-                self._aget.append(waiter)
-            try:
-                await waiter[1]
-            except BaseException:
+        watch = self._watch
+        if watch is not None:
+            watch.asked()
+        waited: tuple[str, float] | None = None
+        try:
+            while True:
                 with self._lock:
-                    try:
-                        self._aget.remove(waiter)
-                    except ValueError:  # already woken: pass the wake-up on
-                        if self._items:
-                            self._wake_one_async()
-                raise
+                    if self._items:
+                        return self._pop()
+                    if self._closed:
+                        return None
+                    if waited is None and watch is not None:
+                        waited = watch.cause(), time.perf_counter()
+                    waiter: _Waiter = (loop, loop.create_future())
+                    self._aget.append(waiter)
+                try:
+                    await waiter[1]
+                except BaseException:
+                    with self._lock:
+                        try:
+                            self._aget.remove(waiter)
+                        except ValueError:  # already woken: pass the wake-up on
+                            if self._items:
+                                self._wake_one_async()
+                    raise
+        finally:
+            if waited is not None and watch is not None:
+                watch.waited(waited[0], time.perf_counter() - waited[1])
 
     def _pop(self) -> T:
         item = self._items.popleft()

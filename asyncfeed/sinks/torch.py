@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast, final
 
 import numpy as np
 
+from ..attribution import WaitWatch
 from ..errors import ConfigError, RecordError
 from ..options import check_positive_int
 from .closable_queue import ClosableQueue
@@ -330,6 +331,10 @@ class TorchSink:
     def close(self) -> None:
         """Close for good, waking blocked ``put`` and ``get``; queued batches stay readable."""
         self._queue.close()
+
+    def watch(self, watch: WaitWatch | None) -> None:
+        """Report every read that has to wait to ``watch`` (a feed attributes the waits)."""
+        self._queue.watch(watch)
 
     def stats(self) -> TorchSinkStats:
         """A snapshot of the sink's counters."""
