@@ -33,6 +33,9 @@ class WaitWatch(Protocol):
     def waited(self, cause: str, seconds: float) -> None:
         """The reader waited ``seconds`` because of ``cause``."""
 
+    def taken(self) -> None:
+        """The reader took a batch (its oldest)."""
+
 
 def wait_cause(
     *,
@@ -202,11 +205,12 @@ class Probe:
 class SinkWatch:
     """The :class:`WaitWatch` a feed gives its sink: the reader's waits, attributed."""
 
-    __slots__ = ("_probe", "_waits")
+    __slots__ = ("_probe", "_taken", "_waits")
 
-    def __init__(self, waits: Waits, probe: Probe) -> None:
+    def __init__(self, waits: Waits, probe: Probe, taken: Callable[[], None]) -> None:
         self._waits: Final = waits
         self._probe: Final = probe
+        self._taken: Final = taken
 
     def asked(self) -> None:
         self._waits.asked()
@@ -216,3 +220,6 @@ class SinkWatch:
 
     def waited(self, cause: str, seconds: float) -> None:
         self._waits.add(cause, seconds)
+
+    def taken(self) -> None:
+        self._taken()

@@ -32,10 +32,20 @@ from .sizing import Sizing
 if TYPE_CHECKING:
     from .procs.options import Processes, WorkerSpec
 
-__all__ = ["KeyCall", "LocalBackend", "Outcome", "SeedCall", "WorkerBackend", "make_backend"]
+__all__ = [
+    "KeyCall",
+    "LocalBackend",
+    "Outcome",
+    "SeedCall",
+    "SizeHint",
+    "WorkerBackend",
+    "make_backend",
+]
 
 #: One fetch call of a keyed feed: ``await call(key)`` → its outcome.
 KeyCall = Callable[[Any], Awaitable[Outcome]]
+#: The batch size a seed-style fetcher is told, read at each call (it may change).
+SizeHint = Callable[[], int]
 
 
 class SeedCall(Protocol):
@@ -63,8 +73,8 @@ class WorkerBackend(Protocol):
         """
         ...
 
-    def seed_call(self, worker_id: int, batch_size: int) -> SeedCall:
-        """The call a seed-style worker repeats: ``fetch(worker_id, batch_size)``."""
+    def seed_call(self, worker_id: int, batch_size: SizeHint) -> SeedCall:
+        """The call a seed-style worker repeats: ``fetch(worker_id, batch_size())``."""
         ...
 
     def key_call(self) -> KeyCall:
@@ -92,16 +102,17 @@ class WorkerBackend(Protocol):
 class _AwaitCall:
     """An ``async def`` fetcher awaited on the feed's loop, one call at a time."""
 
-    __slots__ = ("_args", "_fn")
+    __slots__ = ("_fn", "_size", "_worker")
 
-    def __init__(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+    def __init__(self, fn: Callable[..., Awaitable[Any]], worker_id: int, size: SizeHint) -> None:
         self._fn: Final = fn
-        self._args: Final = args
+        self._worker: Final = worker_id
+        self._size: Final = size
 
     async def __call__(self) -> Outcome:
         start = time.perf_counter()
         try:
-            value = await self._fn(*self._args)
+            value = await self._fn(self._worker, self._size())
         except Exception as exc:
             return False, exc, time.perf_counter() - start
         return True, value, time.perf_counter() - start
@@ -149,22 +160,24 @@ def _late(on_late: Callable[[Any], None], cf: ConcurrentFuture[Any]) -> None:
 class _SubmitCall:
     """A sync seed-style fetcher on the user's executor: one submit per call."""
 
-    __slots__ = ("_args", "_executor", "_fn", "_on_late")
+    __slots__ = ("_executor", "_fn", "_on_late", "_size", "_worker")
 
     def __init__(
         self,
         executor: Executor,
         fn: Callable[..., Any],
-        args: tuple[Any, ...],
+        worker_id: int,
+        size: SizeHint,
         on_late: Callable[[Any], None],
     ) -> None:
         self._executor: Final = executor
         self._fn: Final = fn
-        self._args: Final = args
+        self._worker: Final = worker_id
+        self._size: Final = size
         self._on_late: Final = on_late
 
     def __call__(self) -> Awaitable[Outcome]:
-        return submit(self._executor, self._fn, self._args, self._on_late)
+        return submit(self._executor, self._fn, (self._worker, self._size()), self._on_late)
 
     def leftovers(self) -> list[Outcome]:
         return []
@@ -222,14 +235,18 @@ class LocalBackend:
             self._own = DaemonThreadPool(self._sizing.threads, f"asyncfeed-{self._source}-fetch")
             self._executor = self._own
 
-    def seed_call(self, worker_id: int, batch_size: int) -> SeedCall:
+    def seed_call(self, worker_id: int, batch_size: SizeHint) -> SeedCall:
+        fn = self._fn
         if self._async:
-            return _AwaitCall(self._fn, (worker_id, batch_size))
+            return _AwaitCall(fn, worker_id, batch_size)
         if self._own is not None:
-            call = functools.partial(self._fn, worker_id, batch_size)
+
+            def call() -> Any:
+                return fn(worker_id, batch_size())
+
             return _PumpCall(self._own, call, self._sizing.pump_ahead, self._late_outcome)
         assert self._executor is not None
-        return _SubmitCall(self._executor, self._fn, (worker_id, batch_size), self._on_late)
+        return _SubmitCall(self._executor, fn, worker_id, batch_size, self._on_late)
 
     def key_call(self) -> KeyCall:
         fn = self._fn

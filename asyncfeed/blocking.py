@@ -18,6 +18,7 @@ import concurrent.futures
 import contextlib
 import threading
 import time
+import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, final
 
@@ -28,7 +29,7 @@ from .rebatch import Batch
 from .run import Run
 from .state import FeedState, Lifecycle
 
-__all__ = ["STOP_SLACK", "SyncFace"]
+__all__ = ["STOP_SLACK", "SyncFace", "check_on_loop", "forgotten"]
 
 #: A blocking stop waits this long past its deadline for the loop to report the outcome
 #: (the loop's own wait ends at the deadline); then the loop is blocked, and that is an error.
@@ -243,6 +244,12 @@ def _cancel_soon(task: asyncio.Task[Any]) -> None:
         task.get_loop().call_soon_threadsafe(task.cancel)
 
 
+def check_on_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Raise ``FeedStateError`` unless called on ``loop`` (the feed's own)."""
+    if asyncio.get_running_loop() is not loop:
+        raise FeedStateError("the feed runs on another event loop; use feed.get() from this thread")
+
+
 def _check_not_on_loop(loop: asyncio.AbstractEventLoop, what: str, instead: str) -> None:
     try:
         running = asyncio.get_running_loop()
@@ -255,3 +262,14 @@ def _check_not_on_loop(loop: asyncio.AbstractEventLoop, what: str, instead: str)
 def _set_exception(cf: concurrent.futures.Future[Batch], exc: BaseException) -> None:
     with contextlib.suppress(concurrent.futures.InvalidStateError):
         cf.set_exception(exc)
+
+
+def forgotten(run: Run, life: Lifecycle, name: str) -> None:
+    """A feed was collected while it ran: warn, and have its loop stop the run."""
+    if life.state is FeedState.STOPPED:
+        return
+    warnings.warn(f"unclosed {name}", ResourceWarning, stacklevel=2)
+    try:
+        run.loop.call_soon_threadsafe(run.abandon)
+    except RuntimeError:  # its loop is closed: nothing of it runs any more
+        pass

@@ -8,44 +8,30 @@ feed runs — the queues, stages, pools, worker processes and tasks — belongs 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
-import warnings
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, Final, Self, TextIO, Unpack, cast, final
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import Any, Final, Literal, Self, TextIO, Unpack, cast, final
 
-from .blocking import SyncFace
+from .blocking import SyncFace, check_on_loop, forgotten
 from .bridge import stop_at_exit
+from .checkpoint import Tracker, merge_states
 from .errors import AsyncFeedError, ConfigError, FeedExhausted, FeedStateError
-from .fetch import next_worker_id
-from .keys import Keys, KeySpec
+from .keys import KeyedFetch, Keys, KeySpec
 from .observe import unstarted
-from .options import FeedKwargs, FeedOptions, RunSpec
+from .options import MAX_BATCH_SIZE, FeedKwargs, FeedOptions, RunSpec, check_positive_int
 from .progress import Progress
-from .protocols import FetchFn, FetchOneFn, is_async_callable
+from .protocols import FetchFn, FetchOneFn
 from .rebatch import Batch
 from .run import Run
-from .sizing import plan
 from .state import FeedState, Lifecycle
 from .stats import FeedStats
 
 __all__ = ["Feed", "FeedState"]
 
 log = logging.getLogger("asyncfeed.feed")
-
-
-@final
-class _Keyed:
-    """What ``from_keys`` hands ``__init__``: the keyed fetcher and its keys."""
-
-    __slots__ = ("fn", "spec")
-
-    def __init__(self, fn: FetchOneFn, spec: KeySpec) -> None:
-        self.fn: Final = fn
-        self.spec: Final = spec
 
 
 @final
@@ -70,8 +56,7 @@ class Feed:
     synchronous code; the feed then runs on a private loop thread. A feed made with
     ``sink=`` is read from its sink instead.
 
-    Raises:
-        ConfigError: at construction, for any invalid argument.
+    Raises ``ConfigError`` at construction for any invalid argument.
     """
 
     def __init__(
@@ -83,38 +68,24 @@ class Feed:
         **options: Unpack[FeedKwargs],
     ) -> None:
         raw: object = fetch
-        keyed = raw if isinstance(raw, _Keyed) else None
+        keyed = raw if isinstance(raw, KeyedFetch) else None
         fn: Callable[..., Any] = fetch if keyed is None else keyed.fn
         if not callable(fn):
             raise ConfigError(f"the fetcher must be callable, got {fn!r}")
         opts = FeedOptions.check(
             blobs=blobs, batch_size=batch_size, keyed=keyed is not None, **options
         )
-        workers = opts.workers
-        sizing = plan(
-            opts.concurrency,
-            opts.max_buffered_chunks,
-            own_threads=opts.executor is None and not is_async_callable(fn),
-            processes=None if workers is None else workers.n,
-        )
-        self.worker_ids: Final[tuple[int, ...]] = (
-            tuple(next_worker_id() for _ in range(opts.concurrency)) if keyed is None else ()
-        )
-        self._spec: Final = RunSpec(
-            fn=fn,
-            options=opts,
-            keys=None if keyed is None else keyed.spec,
-            worker_ids=self.worker_ids,
-            sizing=sizing,
-            process_spec=(
-                None
-                if workers is None
-                else workers.spec(fn, threads=sizing.per_process, source=opts.source)
-            ),
-        )
+        self._spec: Final = RunSpec.make(fn, opts, None if keyed is None else keyed.spec)
+        self.worker_ids: Final = self._spec.worker_ids
         self._life: Final = Lifecycle()
         self._sync: Final = SyncFace()
         self._run: Run | None = None
+        self._tracker = (
+            None
+            if keyed is None
+            else Tracker(keyed.spec, batch_size=opts.batch_size, state=keyed.spec.state)
+        )
+        self._pending_size: int | None = None  # set_batch_size() of a seed feed not started
         self._finalizer: weakref.finalize[Any, Feed] | None = None
 
     @classmethod
@@ -126,25 +97,38 @@ class Feed:
         blobs: Sequence[str],
         batch_size: int,
         ordered: bool = False,
-        shard: tuple[int, int] | None = None,
+        shard: tuple[int, int] | Literal["auto"] | None = None,
+        epochs: int | None = 1,
+        shuffle: bool = False,
+        seed: int = 0,
+        shuffle_buffer: int | None = None,
+        state: Mapping[str, Any] | None = None,
         **options: Unpack[FeedKwargs],
     ) -> Feed:
         """A finite (or endless) feed over ``keys``: ``fetch_one(key)`` returns one chunk.
 
-        ``keys`` is an iterable or async iterable. ``ordered=True`` delivers rows in key
-        order, holding at most ``concurrency`` finished chunks for reordering.
-        ``shard=(rank, world_size)`` takes every ``world_size``-th key from ``rank``. After
-        the last key the final partial batch is delivered (or dropped with ``drop_last``)
-        and iteration ends. A keyed feed's chunk queue is its own (``source`` defaults to
-        ``"keys"``). With worker processes this process still iterates, shards and orders
-        the keys, and hands each to a worker; keys must then be picklable. The other
-        options are :class:`Feed`'s.
-
-        Raises:
-            ConfigError: for any invalid argument.
+        ``keys``: a sequence, a callable returning a fresh (async) iterable per epoch, or a
+        one-shot (async) iterable. ``epochs`` passes over them (None: forever); each epoch
+        ends with its partial batch (dropped with ``drop_last``): batches never mix epochs.
+        ``shuffle`` walks each epoch in its own order (seeded by ``seed`` and the epoch; a
+        window of ``shuffle_buffer`` keys for iterables). ``ordered=True`` delivers rows in
+        key order. ``shard=(rank, world_size)`` (or ``"auto"``) takes the positions of each
+        epoch's order that are this rank's. ``state`` (from :meth:`state_dict` or
+        :meth:`merge_states`) resumes exactly where the consumer was. A keyed feed's chunk
+        queue is its own (``source`` defaults to ``"keys"``). The other options are
+        :class:`Feed`'s. Raises ``ConfigError`` for any invalid argument.
         """
-        spec = KeySpec.check(keys, ordered=ordered, shard=shard)
-        keyed = cast(FetchFn, _Keyed(fetch_one, spec))
+        spec = KeySpec.check(
+            keys,
+            ordered=ordered,
+            shard=shard,
+            epochs=epochs,
+            shuffle=shuffle,
+            seed=seed,
+            shuffle_buffer=shuffle_buffer,
+            state=state,
+        )
+        keyed = cast(FetchFn, KeyedFetch(fetch_one, spec))
         return cls(keyed, blobs=blobs, batch_size=batch_size, **options)
 
     # -- properties ---------------------------------------------------------------------------
@@ -164,7 +148,12 @@ class Feed:
 
     @property
     def batch_size(self) -> int:
-        return self._spec.options.batch_size
+        """Rows per batch now (see :meth:`set_batch_size`)."""
+        if self._run is not None:
+            return self._run.batch_size()
+        if self._tracker is not None:
+            return self._tracker.batch_size
+        return self._pending_size or self._spec.options.batch_size
 
     @property
     def source(self) -> str:
@@ -192,15 +181,17 @@ class Feed:
         self._open()
         return self
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: object
-    ) -> None:
+    async def __aexit__(self, et: type[BaseException] | None, *_: object) -> None:
         try:
             await self.aclose()
         except AsyncFeedError:
-            if et is None:
-                raise
-            log.warning("feed %r also failed while the consumer raised", self, exc_info=True)
+            self._failed_too(et)
+
+    def _failed_too(self, et: type[BaseException] | None) -> None:
+        """Closing failed: raise, unless the consumer's own error is on its way already."""
+        if et is None:
+            raise
+        log.warning("feed %r also failed while the consumer raised", self, exc_info=True)
 
     def _open(self) -> None:
         """On the loop that will run the feed: NEW → RUNNING, make and start the run.
@@ -211,27 +202,27 @@ class Feed:
         """
         self._life.start()
         try:
-            run = Run(self._spec, self._life)
+            run = Run(self._spec, self._life, self._tracker)
         except BaseException:
             self._life.stopped()
             raise
         self._run = run
+        if self._pending_size is not None:
+            run.set_batch_size(self._pending_size)
         self._life.on_stopped(functools.partial(self._sync.answer_waiting, run))
-        self._finalizer = weakref.finalize(self, _forgotten, run, self._life, repr(self))
+        self._finalizer = weakref.finalize(self, forgotten, run, self._life, repr(self))
         run.start(self)
 
     async def aclose(self, *, timeout: float = 5.0) -> None:
         """Stop the feed and wait for it, within ``timeout`` seconds. Idempotent.
 
-        Rows in flight are counted as dropped. Sync fetchers stuck in a call are abandoned;
-        worker processes that ignore the stop are terminated, then killed, in time.
-        Cancelling the caller meanwhile does not cut the stop short: the feed still stops
-        (within ``timeout``), then the cancellation goes on.
+        Rows in flight are counted as dropped; sync calls stuck are abandoned; worker
+        processes that ignore the stop are killed in time. Cancelling the caller does not
+        cut the stop short: it completes (in time), then the cancellation goes on.
 
         Raises:
-            FeedTimeoutError: the feed's tasks did not end within ``timeout`` (a fetcher
-                swallows cancellation or blocks the event loop).
-            AsyncFeedError: the error that stopped the feed, if the consumer has not seen it.
+            FeedTimeoutError: the tasks did not end in time (a fetcher swallowing cancellation
+                or blocking the loop); AsyncFeedError: the feed's error, if unseen.
         """
         await self._aclose_by(time.monotonic() + timeout, timeout)
 
@@ -279,7 +270,7 @@ class Feed:
         run = self._run
         if run is None:
             raise FeedStateError("the feed is not started; use 'async with feed:' first")
-        _check_on_loop(run)
+        check_on_loop(run.loop)
         return await run.next_batch()
 
     # -- the synchronous face ------------------------------------------------------------------
@@ -302,9 +293,8 @@ class Feed:
         Safe in every state and idempotent.
 
         Raises:
-            FeedTimeoutError: the feed did not stop in time (its loop is blocked, or a
-                fetcher swallows cancellation).
-            AsyncFeedError: the error that stopped the feed, if not yet seen by the consumer.
+            FeedTimeoutError: the feed did not stop in time (a blocked loop, or a fetcher
+                swallowing cancellation); AsyncFeedError: the feed's error, if unseen.
         """
         deadline = time.monotonic() + timeout
         if self._life.stop_if_new():
@@ -319,9 +309,8 @@ class Feed:
 
         Raises:
             FeedTimeoutError: no batch within ``timeout`` seconds (nothing is lost).
-            FeedExhausted: a finite feed delivered its last batch, or the feed was stopped.
-            FeedStateError: the feed is not running.
-            AsyncFeedError: the error that stopped the feed.
+            FeedExhausted: a finite feed delivered its last batch, or it was stopped.
+            AsyncFeedError: the error that stopped the feed (``FeedStateError``: not started).
         """
         self._check_no_sink()
         return self._sync.get(self._run, self._life, timeout)
@@ -338,40 +327,66 @@ class Feed:
         self.start()
         return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: object
-    ) -> None:
+    def __exit__(self, et: type[BaseException] | None, *_: object) -> None:
         try:
             self.stop()
         except AsyncFeedError:
-            if et is None:
-                raise
-            log.warning("feed %r also failed while the consumer raised", self, exc_info=True)
+            self._failed_too(et)
 
     def progress(
         self, *, file: TextIO | None = None, interval: float = 0.5, desc: str | None = None
     ) -> Progress:
-        """Iterate with a progress bar: ``for batch in feed.progress():`` (or ``async for``).
-
-        The bar (tqdm, on ``file``, stderr by default) shows rows/s, rows skipped under
-        ``max_errors``, retried requests and the share of the loop's time spent waiting for
-        batches, with its main cause.
-        """
+        """Iterate with a tqdm progress bar (``for`` or ``async for``): rows/s, skipped,
+        retried, and the share of the loop's time spent waiting, with its main cause."""
         return Progress(self, file=file, interval=interval, desc=desc)
 
     def __len__(self) -> int:
-        """Batches per epoch for this rank, for a keyed feed over a sized collection of keys.
-
-        Counts one row per key, as the ready fetchers make; the final partial batch counts
-        unless ``drop_last``.
-
-        Raises:
-            TypeError: a seed-style feed, or keys with no ``len()`` (an iterator).
-        """
+        """Batches per epoch for this rank of a keyed feed over sized keys, counting one row
+        per key (as the ready fetchers make); ``TypeError`` for seed-style or unsized keys."""
         keys = self._spec.keys
         if keys is None:
             raise TypeError("a seed-style feed has no length; it streams until stopped")
         return keys.batches(self.batch_size, drop_last=self._spec.options.drop_last)
+
+    # -- checkpoints and batch size -----------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the consumer is, right after the last batch it received (JSON types only);
+        resume with ``from_keys(..., state=)`` or :meth:`load_state_dict` (torch's
+        ``Stateful``). Raises ``FeedStateError`` for a seed-style feed (no position)."""
+        return self._keyed_tracker().state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from ``state`` when started; before :meth:`start` / ``async with`` only.
+        Raises ``ConfigError`` naming the field when ``state`` cannot be honoured."""
+        tracker = self._keyed_tracker()
+        if self.state is not FeedState.NEW:
+            raise FeedStateError("load_state_dict() must come before the feed starts")
+        keys = self._spec.keys
+        assert keys is not None
+        self._tracker = Tracker(keys, batch_size=tracker.batch_size, state=state)
+
+    @staticmethod
+    def merge_states(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """One state from every rank's, to resume with any number of ranks (elastic)."""
+        return merge_states(states)
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """Make batches of ``batch_size`` rows from the next batch started on (thread-safe).
+        Carried rows are kept; seed-style fetchers' hint follows; a resume goes on with it."""
+        size = check_positive_int("batch_size", batch_size, maximum=MAX_BATCH_SIZE)
+        run = self._run
+        if run is not None:
+            run.loop.call_soon_threadsafe(run.set_batch_size, size)
+        elif self._tracker is not None:
+            self._tracker.resized(size)
+        else:
+            self._pending_size = size
+
+    def _keyed_tracker(self) -> Tracker:
+        if self._tracker is None:
+            raise FeedStateError("a seed-style feed has no position; only keyed feeds do")
+        return self._tracker
 
     # -- stats ---------------------------------------------------------------------------------
 
@@ -381,19 +396,3 @@ class Feed:
         if run is None:
             return unstarted(self.source, self.state.value)
         return run.stats(self.state.value)
-
-
-def _check_on_loop(run: Run) -> None:
-    if asyncio.get_running_loop() is not run.loop:
-        raise FeedStateError("the feed runs on another event loop; use feed.get() from this thread")
-
-
-def _forgotten(run: Run, life: Lifecycle, name: str) -> None:
-    """A feed was collected while it ran: warn, and have its loop stop the run."""
-    if life.state is FeedState.STOPPED:
-        return
-    warnings.warn(f"unclosed {name}", ResourceWarning, stacklevel=2)
-    try:
-        run.loop.call_soon_threadsafe(run.abandon)
-    except RuntimeError:  # its loop is closed: nothing of it runs any more
-        pass

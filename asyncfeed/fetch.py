@@ -15,15 +15,17 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import BrokenExecutor
-from typing import Any, Final, final
+from typing import Any, Final, cast, final
 
 from .attribution import Blocked
-from .backend import KeyCall, Outcome, SeedCall
+from .backend import KeyCall, Outcome, SeedCall, SizeHint, WorkerBackend
+from .checkpoint import Tracker
 from .chunks import Arrays, ChunkSchema, describe_origin
 from .errors import AsyncFeedError, FetchError
 from .keys import Reorderer
+from .keysource import END, WAIT, KeyItem, KeySource
 from .queues import Channel, ChannelClosed, Chunk
 from .stats import DropCause, FeedCounters, Ledger, Stage
 
@@ -265,30 +267,54 @@ class Fetcher:
                 self.drop_leftover(outcome, worker_id, cause)
 
     async def run_key_worker(
-        self, keys: Channel[tuple[int, Any]], reorder: Reorderer | None, call: KeyCall
+        self,
+        source: KeySource,
+        reorder: Reorderer | None,
+        call: KeyCall,
+        tracker: Tracker,
     ) -> None:
-        """Fetch keys from ``keys`` until it is closed and drained; keep key order if asked."""
+        """Fetch keys from ``source`` until it has no more; keep key order if asked.
+
+        Each key is settled once: its chunk queued (rows already received before a resume
+        sliced off), or nothing to queue (``tracker`` learns of it at once).
+        """
+        take_now, counters = source.take_now, self.counters
         while True:
-            try:
-                seq, key = await keys.get()
-            except ChannelClosed:
+            item = take_now()
+            if item is WAIT:
+                item = await source.take()
+            if item is END:
                 return
+            seq, key, (epoch, index, position, skip) = cast(KeyItem, item)
             _stop_if_cancelled()
-            self.counters.inflight += 1
+            counters.inflight += 1
             try:
                 outcome = await call(key)
             finally:
-                self.counters.inflight -= 1
+                counters.inflight -= 1
+            errors = counters.fetch_errors
             arrays = self.settle(outcome, None, key)
             del outcome
+            if arrays is not None and skip:
+                arrays = tuple(a[skip:] for a in arrays)
             if reorder is not None:
                 await reorder.wait_turn(seq)
             try:
-                if arrays is not None and not await self._offer(arrays, key):
-                    return
+                rows = 0 if arrays is None else arrays[0].shape[0]
+                if rows:
+                    assert arrays is not None
+                    tag = (epoch, index, position, skip, skip + rows)
+                    if not await self._offer(arrays, tag):
+                        return
+                else:
+                    if arrays is not None:
+                        counters.fetch_empty += 1
+                    skipped = counters.fetch_errors != errors
+                    tracker.nothing(epoch, index, position, skipped=skipped)
             finally:
                 if reorder is not None:
                     reorder.done(seq)
+                source.settled(epoch)
             arrays = None  # a worker holds no chunk while it waits for its next key
 
     async def _offer(self, arrays: Arrays, origin: object) -> bool:
@@ -320,3 +346,37 @@ class Fetcher:
             raise
         self.counters.enqueue_count += 1
         return True
+
+
+Workers = list[tuple[str, Coroutine[Any, Any, None]]]
+
+
+def seed_workers(
+    fetcher: Fetcher, backend: WorkerBackend, worker_ids: Sequence[int], size: SizeHint
+) -> Workers:
+    """The coroutines of a seed-style feed's workers, by task name (the run makes the tasks)."""
+    return [
+        (f"worker-{wid}", fetcher.run_seed_worker(wid, backend.seed_call(wid, size)))
+        for wid in worker_ids
+    ]
+
+
+def key_workers(
+    fetcher: Fetcher, backend: WorkerBackend, source: KeySource, tracker: Tracker, count: int
+) -> Workers:
+    """The coroutines of a keyed feed: its key workers (the last one to end closes the chunk
+    queue, so the rebatch stage flushes and ends) and, for async keys, their dispatcher."""
+    reorder = Reorderer() if source.ordered else None
+    call = backend.key_call()
+    live = [count]
+
+    async def key_worker() -> None:
+        await fetcher.run_key_worker(source, reorder, call, tracker)
+        live[0] -= 1
+        if live[0] == 0:
+            fetcher.chunks.close()  # end of data
+
+    workers: Workers = [(f"worker-{i}", key_worker()) for i in range(count)]
+    if source.channel is not None:
+        workers.append(("keys", source.dispatch()))
+    return workers

@@ -17,13 +17,14 @@ from typing import Final, final
 
 from .attribution import Blocked
 from .bridge import start_thread, to_thread
+from .checkpoint import Provenance
 from .errors import AsyncFeedError, ConfigError, SinkError
 from .queues import Channel, ChannelClosed
 from .rebatch import Batch
 from .sinks import Sink
 from .stats import DropCause, Ledger, Stage
 
-__all__ = ["HANDOFF_DEPTH", "SinkBridge", "check_sink"]
+__all__ = ["HANDOFF_DEPTH", "Receipts", "SinkBridge", "check_sink"]
 
 log = logging.getLogger("asyncfeed.handoff")
 
@@ -41,6 +42,47 @@ def check_sink(sink: object) -> Sink:
 
 
 HANDOFF_DEPTH: Final = 4
+
+
+@final
+class Receipts:
+    """When a keyed feed's batches count as received, through a sink.
+
+    With a sink that reports its reads (``WatchedSink``), a batch is received when its
+    reader takes it: the batch's provenance waits in order, from just before ``put`` (the
+    reader may take it before ``put`` returns) until :meth:`taken`. With any other sink it
+    is received when ``put`` accepts it.
+    """
+
+    __slots__ = ("_on_received", "_waiting", "watched")
+
+    def __init__(self, on_received: Callable[[Provenance, int], None], *, watched: bool) -> None:
+        self._on_received: Final = on_received
+        self._waiting: deque[tuple[Provenance, int]] = deque()
+        self.watched: Final = watched
+
+    def handing(self, batch: Batch) -> None:
+        """The bridge thread, just before ``put``."""
+        if self.watched and batch.provenance is not None:
+            self._waiting.append((batch.provenance, batch.rows))
+
+    def handed(self, batch: Batch, accepted: bool) -> None:
+        """The bridge thread, once ``put`` returned (``accepted``: it took the batch)."""
+        if batch.provenance is None:
+            return
+        if not self.watched:
+            if accepted:
+                self._on_received(batch.provenance, batch.rows)
+        elif not accepted:
+            self._waiting.pop()  # the newest: only this thread appends
+
+    def taken(self) -> None:
+        """The sink's reader took the oldest batch it holds."""
+        try:
+            provenance, rows = self._waiting.popleft()
+        except IndexError:  # a batch put by someone other than the feed
+            return
+        self._on_received(provenance, rows)
 
 
 @final
@@ -68,6 +110,7 @@ class SinkBridge:
         "_name",
         "_on_delivered",
         "_outcome",
+        "_receipts",
         "_settled",
         "_shut",
         "_thread",
@@ -83,11 +126,13 @@ class SinkBridge:
         *,
         name: str,
         on_delivered: Callable[[int], None],
+        receipts: Receipts | None = None,
         depth: int = HANDOFF_DEPTH,
     ) -> None:
         self.sink: Final = sink
         self._name: Final = name
         self._on_delivered: Final = on_delivered
+        self._receipts: Final = receipts
         self._depth: Final = depth
         self._low: Final = max(0, depth // 2 - 1)  # wake a waiting loop when this few are left
         self._work: Final[queue.SimpleQueue[Batch | None]] = queue.SimpleQueue()
@@ -175,7 +220,7 @@ class SinkBridge:
 
     def _serve(self) -> None:
         """The bridge thread: ``put`` each batch, account for its rows, tell the loop."""
-        work, sink, ledger = self._work, self.sink, self._ledger
+        work, sink, ledger, receipts = self._work, self.sink, self._ledger, self._receipts
         halted: DropCause | None = None  # after a failed put, later batches are not put
         try:
             while (batch := work.get()) is not None:
@@ -184,10 +229,14 @@ class SinkBridge:
                 if self._shut:
                     halted = self._drop_cause
                 if halted is None:
+                    if receipts is not None:
+                        receipts.handing(batch)
                     try:
                         outcome = bool(sink.put(batch))
                     except Exception as exc:
                         outcome = exc
+                    if receipts is not None:
+                        receipts.handed(batch, outcome is True)
                 del batch
                 if outcome is True:
                     ledger.deliver(rows, Stage.HANDING)

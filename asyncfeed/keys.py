@@ -1,61 +1,166 @@
-"""Keyed sources: key iteration, sharding, and bounded in-order reassembly."""
+"""Keyed sources: what the keys are and how they are walked, sharding, in-order reassembly.
+
+A keyed feed walks its keys epoch after epoch (``epochs``), each epoch in its own order
+(``shuffle``, ``seed``), and takes its rank's share (``shard``) by position in that order.
+``epochs.py`` turns a :class:`KeySpec` into each epoch's keys; ``checkpoint.py`` records
+which of them the consumer received.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Sized
+import os
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
-from typing import Any, cast, final
+from typing import Any, Final, cast, final
 
 from .errors import ConfigError
 
-__all__ = ["KeySpec", "Keys", "Reorderer", "check_shard", "iterate_keys"]
+__all__ = ["KeySpec", "KeyedFetch", "Keys", "Reorderer", "check_shard"]
 
-Keys = Iterable[Any] | AsyncIterable[Any]
+#: Keys: a sequence, a callable returning a fresh (async) iterable each epoch, or a one-shot
+#: (async) iterable (one epoch only).
+Keys = Iterable[Any] | AsyncIterable[Any] | Callable[[], Iterable[Any] | AsyncIterable[Any]]
+
+
+def _one_shot(keys: object) -> bool:
+    """True for iterators and async iterators: they can be walked once only."""
+    if isinstance(keys, AsyncIterable):
+        return keys.__aiter__() is keys
+    return isinstance(keys, Iterable) and iter(keys) is keys
 
 
 @dataclass(frozen=True, slots=True)
 class KeySpec:
-    """The keys of a keyed feed and how they are walked: fixed when the feed is made."""
+    """The keys of a keyed feed and how they are walked: fixed when the feed is made.
+
+    Attributes:
+        keys: see :data:`Keys`.
+        ordered: deliver rows in key order.
+        shard: ``(rank, world_size)``; this rank takes the positions ``p`` of each epoch's
+            order with ``p % world_size == rank``.
+        epochs: passes over the keys; None: forever.
+        shuffle: walk each epoch in its own seeded order.
+        seed: the shuffle's seed; epoch ``e`` of a sequence walks
+            ``numpy.random.default_rng([seed, e]).permutation(len(keys))``.
+        shuffle_buffer: a window shuffle over this many keys (for iterables; with a
+            sequence, instead of the full permutation).
+        state: a checkpoint to resume from (``Feed.state_dict()``, or ``Feed.merge_states``).
+    """
 
     keys: Keys
     ordered: bool
     shard: tuple[int, int]
+    epochs: int | None = 1
+    shuffle: bool = False
+    seed: int = 0
+    shuffle_buffer: int | None = None
+    state: Mapping[str, Any] | None = None
 
     @classmethod
-    def check(cls, keys: object, *, ordered: object, shard: object) -> KeySpec:
+    def check(
+        cls,
+        keys: object,
+        *,
+        ordered: object,
+        shard: object,
+        epochs: object = 1,
+        shuffle: object = False,
+        seed: object = 0,
+        shuffle_buffer: object = None,
+        state: object = None,
+    ) -> KeySpec:
         """Validate ``from_keys``'s key options.
 
         Raises:
             ConfigError: the message names the option and the value given.
         """
-        if not isinstance(keys, Iterable | AsyncIterable):
-            raise ConfigError(f"keys must be an iterable or async iterable, got {keys!r}")
-        if not isinstance(ordered, bool):
-            raise ConfigError(f"ordered must be a bool, got {ordered!r}")
-        return cls(keys, ordered, check_shard(shard))
+        if isinstance(keys, str | bytes):
+            raise ConfigError(f"keys must be a collection of keys, got the string {keys!r}")
+        if not (isinstance(keys, Iterable | AsyncIterable) or callable(keys)):
+            raise ConfigError(
+                f"keys must be a sequence, an iterable or async iterable, or a callable "
+                f"returning one, got {keys!r}"
+            )
+        for name, flag in (("ordered", ordered), ("shuffle", shuffle)):
+            if not isinstance(flag, bool):
+                raise ConfigError(f"{name} must be a bool, got {flag!r}")
+        if epochs is not None and (
+            isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1
+        ):
+            raise ConfigError(f"epochs must be an int >= 1 or None (forever), got {epochs!r}")
+        if epochs != 1 and _one_shot(keys):
+            raise ConfigError(
+                f"epochs={epochs} needs keys that can be walked again: a sequence, or a "
+                f"callable returning a fresh iterable; got the one-shot {keys!r}"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"seed must be an int >= 0, got {seed!r}")
+        if shuffle_buffer is not None and (
+            isinstance(shuffle_buffer, bool)
+            or not isinstance(shuffle_buffer, int)
+            or shuffle_buffer < 1
+        ):
+            raise ConfigError(f"shuffle_buffer must be an int >= 1 or None, got {shuffle_buffer!r}")
+        if shuffle and shuffle_buffer is None and not isinstance(keys, Sequence):
+            raise ConfigError(
+                "shuffle=True with keys that are not a sequence needs shuffle_buffer=N "
+                "(a window shuffle over N keys)"
+            )
+        if state is not None and not isinstance(state, Mapping):
+            raise ConfigError(f"state must be a dict from Feed.state_dict(), got {state!r}")
+        return cls(
+            keys=cast(Keys, keys),
+            ordered=ordered,  # type: ignore[arg-type]
+            shard=check_shard(shard),
+            epochs=epochs,
+            shuffle=shuffle,  # type: ignore[arg-type]
+            seed=seed,
+            shuffle_buffer=shuffle_buffer,
+            state=state,
+        )
+
+    @property
+    def size(self) -> int | None:
+        """How many keys an epoch has, when the keys say (a sized collection)."""
+        return len(self.keys) if isinstance(self.keys, Sized) else None
 
     def batches(self, batch_size: int, *, drop_last: bool) -> int:
-        """Batches of one row per key this rank's share makes.
+        """Batches of one row per key this rank's share of an epoch makes.
 
         Raises:
             TypeError: the keys have no ``len()``.
         """
-        if not isinstance(self.keys, Sized):
+        size = self.size
+        if size is None:
             raise TypeError(f"the keys of this feed have no len(): {self.keys!r}")
         rank, world_size = self.shard
-        mine = len(range(rank, len(self.keys), world_size))
+        mine = len(range(rank, size, world_size))
         return mine // batch_size if drop_last else -(-mine // batch_size)
 
 
+@final
+class KeyedFetch:
+    """What ``Feed.from_keys`` hands ``Feed.__init__``: the keyed fetcher and its keys."""
+
+    __slots__ = ("fn", "spec")
+
+    def __init__(self, fn: Callable[[Any], Any], spec: KeySpec) -> None:
+        self.fn: Final = fn
+        self.spec: Final = spec
+
+
 def check_shard(shard: object) -> tuple[int, int]:
-    """Validate ``shard=(rank, world_size)``; None means (0, 1).
+    """Validate ``shard=(rank, world_size)``; None means (0, 1); ``"auto"`` asks the
+    environment (an initialised ``torch.distributed`` group, else ``RANK`` / ``WORLD_SIZE``).
 
     Raises:
         ConfigError: not a pair of ints with ``0 <= rank < world_size``.
     """
     if shard is None:
         return 0, 1
+    if shard == "auto":
+        return check_shard(_auto_shard())
     try:
         rank, world_size = cast(tuple[object, object], shard)
     except (TypeError, ValueError):
@@ -67,27 +172,21 @@ def check_shard(shard: object) -> tuple[int, int]:
     return rank, world_size
 
 
-async def iterate_keys(keys: Keys, shard: tuple[int, int]) -> AsyncGenerator[tuple[int, Any], None]:
-    """Yield ``(sequence number, key)`` for every ``world_size``-th key from ``rank``.
+def _auto_shard() -> tuple[int, int]:
+    import sys
 
-    Sequence numbers count this shard's keys from 0; they fix the delivery order when
-    ``ordered=True``.
-    """
-    rank, world_size = shard
-    seq = 0
-    index = 0
-    if isinstance(keys, AsyncIterable):
-        async for key in keys:
-            if index % world_size == rank:
-                yield seq, key
-                seq += 1
-            index += 1
-        return
-    for key in keys:
-        if index % world_size == rank:
-            yield seq, key
-            seq += 1
-        index += 1
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return int(dist.get_rank()), int(dist.get_world_size())
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        try:
+            return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        except ValueError:
+            raise ConfigError(
+                f"shard='auto': RANK={os.environ['RANK']!r} and "
+                f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} must be ints"
+            ) from None
+    return 0, 1
 
 
 @final

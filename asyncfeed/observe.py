@@ -89,6 +89,8 @@ def snapshot(run: Run, state: str) -> FeedStats:
         inflight=counters.inflight,
         concurrency_limit=run.limit,
         concurrency_reason=run.limit_reason,
+        epoch=None if run.tracker is None else run.tracker.epoch,
+        epoch_position=0 if run.tracker is None else run.tracker.position(),
     )
 
 

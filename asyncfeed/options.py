@@ -267,3 +267,36 @@ class RunSpec:
     worker_ids: tuple[int, ...]
     sizing: Sizing
     process_spec: WorkerSpec | None
+
+    @classmethod
+    def make(cls, fn: Callable[..., Any], options: FeedOptions, keys: KeySpec | None) -> RunSpec:
+        """How a feed of ``fn`` runs: its sizing, worker ids, what worker processes run.
+
+        Raises:
+            ConfigError: worker processes cannot pickle the fetcher or ``worker_init``.
+        """
+        from .fetch import next_worker_id
+        from .protocols import is_async_callable
+        from .sizing import plan
+
+        workers = options.workers
+        sizing = plan(
+            options.concurrency,
+            options.max_buffered_chunks,
+            own_threads=options.executor is None and not is_async_callable(fn),
+            processes=None if workers is None else workers.n,
+        )
+        return cls(
+            fn=fn,
+            options=options,
+            keys=keys,
+            worker_ids=(
+                tuple(next_worker_id() for _ in range(options.concurrency)) if keys is None else ()
+            ),
+            sizing=sizing,
+            process_spec=(
+                None
+                if workers is None
+                else workers.spec(fn, threads=sizing.per_process, source=options.source)
+            ),
+        )

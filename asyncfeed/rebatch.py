@@ -21,6 +21,7 @@ holds on to a large chunk (it may be a view of a worker's shared memory, see ``w
 from __future__ import annotations
 
 import sys
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, final
 
@@ -66,14 +67,26 @@ class Batch(Mapping[str, np.ndarray]):
         index: running index of the batch within its feed, from 0.
         rows: number of rows (``batch_size`` except for a flushed final batch or when
             rebatching is off).
+        epoch: the epoch of a keyed feed's batch (batches never mix epochs); None for
+            seed-style feeds.
+        provenance: where its rows come from, one entry per key: ``(epoch, index, position,
+            first row, end row, rows of the key)``; None for seed-style feeds.
     """
 
-    __slots__ = ("_arrays", "index", "rows")
+    __slots__ = ("_arrays", "epoch", "index", "provenance", "rows")
 
-    def __init__(self, arrays: dict[str, np.ndarray], index: int, rows: int) -> None:
+    def __init__(
+        self,
+        arrays: dict[str, np.ndarray],
+        index: int,
+        rows: int,
+        provenance: tuple[tuple[int, int, int, int, int, int], ...] | None = None,
+    ) -> None:
         self._arrays: Final = arrays
         self.index: Final = index
         self.rows: Final = rows
+        self.provenance: Final = provenance
+        self.epoch: Final = provenance[0][0] if provenance else None
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._arrays[name]
@@ -99,6 +112,8 @@ class Rebatcher:
         rebatch: when False, every chunk becomes one batch as it is (Caffe2's
             ``dont_rebatch``).
         allocate: makes each new batch buffer (default ``numpy.empty``).
+        track: record where each batch's rows come from (``Batch.provenance``); chunks are
+            then pushed with a tag ``(epoch, index, position, first row, rows of the key)``.
 
     Chunks passed to :meth:`push` must already be validated (see ``chunks.ChunkSchema``):
     one array per blob, equal first dimensions, a fixed dtype and trailing shape per blob.
@@ -110,10 +125,13 @@ class Rebatcher:
         "_buffers",
         "_fill",
         "_next_index",
+        "_next_size",
         "_recycled",
+        "_size",
         "_small",
         "_small_rows",
-        "batch_size",
+        "_tags",
+        "_track",
         "rebatch",
     )
 
@@ -124,19 +142,37 @@ class Rebatcher:
         *,
         rebatch: bool = True,
         allocate: Allocate | None = None,
+        track: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self._alloc: Final[Allocate] = allocate or np.empty
         self._blobs: Final = tuple(blobs)
-        self.batch_size: Final = batch_size
+        self._size = batch_size
+        self._next_size = batch_size
         self.rebatch: Final = rebatch
+        self._track: Final = track
+        self._tags: deque[list[int]] = deque()  # [epoch, index, position, first, total, rows]
         self._buffers: list[np.ndarray] | None = None  # the batch being filled
         self._fill = 0  # rows already copied into it
         self._small: list[Sequence[np.ndarray]] = []  # small chunks carried as views, oldest first
         self._small_rows = 0
         self._next_index = 0
         self._recycled: list[list[np.ndarray]] = []  # buffers made here, most recent last
+
+    @property
+    def batch_size(self) -> int:
+        """Rows of the batch being made."""
+        return self._size
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """Make batches of ``batch_size`` rows from the next batch started on; the rows
+        carried are kept (the batch they started completes at the size it started with)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self._next_size = batch_size
+        if self._fill == 0 and self._small_rows == 0:
+            self._size = batch_size
 
     @property
     def pending_rows(self) -> int:
@@ -148,7 +184,9 @@ class Rebatcher:
         """Batches returned so far by :meth:`push` and :meth:`flush`."""
         return self._next_index
 
-    def push(self, arrays: Sequence[np.ndarray]) -> list[Batch]:
+    def push(
+        self, arrays: Sequence[np.ndarray], tag: tuple[int, int, int, int, int] | None = None
+    ) -> list[Batch]:
         """Add one chunk; return the batches it completes (possibly none).
 
         A small chunk's arrays may be referenced (not copied) until the batch that holds its
@@ -157,16 +195,19 @@ class Rebatcher:
         rows = arrays[0].shape[0] if arrays else 0
         if rows == 0:
             return []
+        if self._track:
+            assert tag is not None
+            self._tags.append([*tag, rows])
         if not self.rebatch:
             return [self._batch(arrays, rows)]
-        bs = self.batch_size
         out: list[Batch] = []
         nothing_carried = self._fill == 0 and self._small_rows == 0
-        if nothing_carried and rows >= bs and all(a.flags.c_contiguous for a in arrays):
+        if nothing_carried and rows >= self._size and all(a.flags.c_contiguous for a in arrays):
             pos = 0
-            while rows - pos >= bs:
+            while rows - pos >= (bs := self._size):
                 out.append(self._batch([a[pos : pos + bs] for a in arrays], bs))
                 pos += bs
+                self._size = self._next_size
             if pos == rows:
                 return out
             arrays = [a[pos:] for a in arrays]
@@ -177,8 +218,8 @@ class Rebatcher:
         if nbytes <= SMALL_CHUNK_BYTES:
             self._small.append(arrays)
             self._small_rows += rows
-            while self._fill + self._small_rows >= bs:
-                self._copy_small(bs - self._fill)
+            while self._fill + self._small_rows >= self._size:
+                self._copy_small(self._size - self._fill)
                 out.append(self._take_full())
             return out
         pos = 0
@@ -186,13 +227,13 @@ class Rebatcher:
             self._copy_small(self._small_rows)
             while pos < rows:
                 buffers = self._buffers_for(arrays)
-                take = min(bs - self._fill, rows - pos)
+                take = min(self._size - self._fill, rows - pos)
                 end = self._fill + take
                 for buf, a in zip(buffers, arrays, strict=True):
                     buf[self._fill : end] = a[pos : pos + take]
                 self._fill = end
                 pos += take
-                if end == bs:
+                if end == self._size:
                     out.append(self._take_full())
         except BaseException:  # e.g. no memory for a batch: the uncopied rows stay carried
             self._small.append([a[pos:] for a in arrays])
@@ -209,6 +250,7 @@ class Rebatcher:
         batch = self._batch([b[:fill] for b in self._buffers], fill)
         self._buffers = None
         self._fill = 0
+        self._size = self._next_size
         return batch
 
     def discard(self) -> int:
@@ -218,6 +260,8 @@ class Rebatcher:
         self._fill = 0
         self._small = []
         self._small_rows = 0
+        self._tags.clear()
+        self._size = self._next_size
         return dropped
 
     def _buffers_for(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -226,8 +270,9 @@ class Rebatcher:
         if buffers is not None:
             return buffers
         pool = self._recycled
+        size = self._size
         for i, candidate in enumerate(pool):
-            if _idle(candidate):
+            if candidate[0].shape[0] == size and _idle(candidate):
                 del pool[i]
                 pool.append(candidate)
                 self._buffers = candidate
@@ -267,10 +312,11 @@ class Rebatcher:
         self._fill = end
 
     def _take_full(self) -> Batch:
-        assert self._buffers is not None and self._fill == self.batch_size
+        assert self._buffers is not None and self._fill == self._size
         batch = self._batch(self._buffers, self._fill)
         self._buffers = None
         self._fill = 0
+        self._size = self._next_size
         return batch
 
     def _allocate(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -294,7 +340,25 @@ class Rebatcher:
     def _batch(self, arrays: Sequence[np.ndarray], rows: int) -> Batch:
         index = self._next_index
         self._next_index += 1
-        return Batch(dict(zip(self._blobs, arrays, strict=True)), index, rows)
+        provenance = self._cut(rows) if self._track else None
+        return Batch(dict(zip(self._blobs, arrays, strict=True)), index, rows, provenance)
+
+    def _cut(self, rows: int) -> tuple[tuple[int, int, int, int, int, int], ...]:
+        """The provenance of the next ``rows`` rows, taken off the tags in arrival order."""
+        tags = self._tags
+        out = []
+        while rows:
+            tag = tags[0]
+            epoch, index, position, first, total, left = tag
+            take = min(rows, left)
+            out.append((epoch, index, position, first, first + take, total))
+            if take == left:
+                tags.popleft()
+            else:
+                tag[3] = first + take
+                tag[5] = left - take
+            rows -= take
+        return tuple(out)
 
 
 def _idle(buffers: list[np.ndarray]) -> bool:

@@ -18,18 +18,19 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from .attribution import SinkWatch, Waits
 from .backend import make_backend
+from .checkpoint import Tracker
 from .errors import FeedExhausted, FeedStateError, FeedTimeoutError, first_error
-from .fetch import ErrorBudget, Fetcher
-from .handoff import SinkBridge
-from .keys import Reorderer
+from .fetch import ErrorBudget, Fetcher, key_workers, seed_workers
+from .handoff import Receipts, SinkBridge
+from .keysource import KeyItem, KeySource
 from .observe import probe_for, snapshot
 from .options import RunSpec
 from .queues import Channel, ChannelClosed, attach_source, detach_source
 from .rebatch import Batch, Rebatcher
 from .resources import call_init, open_fetcher
 from .sinks import WatchedSink, allocator_of
-from .stages import RebatchStage, dispatch_keys, log_every
-from .state import Lifecycle
+from .stages import RebatchStage, log_every
+from .state import Lifecycle, wait_through_cancel
 from .stats import DropCause, FeedCounters, FeedStats, LagWarning, Stage
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class Run:
             queue size.
     """
 
-    def __init__(self, spec: RunSpec, life: Lifecycle) -> None:
+    def __init__(self, spec: RunSpec, life: Lifecycle, tracker: Tracker | None = None) -> None:
         opts = spec.options
         self.spec: Final = spec
         self.loop: Final = asyncio.get_running_loop()
@@ -65,27 +66,38 @@ class Run:
             opts.source, opts.blobs, opts.max_buffered_chunks, shared=spec.keys is None
         )
         self.batches: Final[Channel[Batch]] = Channel(opts.prefetch_batches)
+        self.tracker: Final = tracker
         sink = opts.sink
+        self._receipts: Final = (
+            None
+            if sink is None or tracker is None
+            else Receipts(tracker.received, watched=isinstance(sink, WatchedSink))
+        )
         self.bridge: Final = (
             None
             if sink is None
             else SinkBridge(
-                sink, name=f"asyncfeed-{opts.source}-sink", on_delivered=self.counters.delivered
+                sink,
+                name=f"asyncfeed-{opts.source}-sink",
+                on_delivered=self.counters.delivered,
+                receipts=self._receipts,
             )
         )
-        rebatcher = Rebatcher(
+        self.rebatcher: Final = Rebatcher(
             opts.blobs,
-            opts.batch_size,
+            opts.batch_size if tracker is None else tracker.batch_size,
             rebatch=opts.rebatch,
             allocate=None if sink is None else allocator_of(sink),
+            track=tracker is not None,
         )
         self.stage: Final = RebatchStage(
             self.sq.channel,
             self.batches,
-            rebatcher,
+            self.rebatcher,
             self.sq.ledger,
             drop_last=opts.drop_last,
             on_starved=self._on_starved,
+            on_dropped=None if tracker is None else tracker.dropped,
         )
         self._budget: Final = ErrorBudget(opts.max_errors, self.counters)
         self.fetcher: Final = Fetcher(
@@ -109,11 +121,12 @@ class Run:
         self._lag: Final = LagWarning(opts.source)
         self.limit = opts.concurrency  # fetch calls allowed in flight now
         self.limit_reason = "fixed"
-        self.key_channel: Channel[tuple[int, Any]] | None = None
+        self.key_channel: Channel[KeyItem] | None = None
         self.waits: Final = Waits()
         self.probe: Final = probe_for(self)
         if isinstance(sink, WatchedSink):
-            sink.watch(SinkWatch(self.waits, self.probe))
+            taken = self._receipts.taken if self._receipts is not None else _nothing
+            sink.watch(SinkWatch(self.waits, self.probe, taken))
         self._resources: Final = contextlib.AsyncExitStack()
         self.error: BaseException | None = None
         self.error_seen = False
@@ -127,6 +140,16 @@ class Run:
     @property
     def source(self) -> str:
         return self.spec.options.source
+
+    def batch_size(self) -> int:
+        """Rows of the batch being made (the hint seed-style fetchers are given)."""
+        return self.rebatcher.batch_size
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """On the loop: batches from the next one started on have ``batch_size`` rows."""
+        self.rebatcher.set_batch_size(batch_size)
+        if self.tracker is not None:
+            self.tracker.resized(batch_size)
 
     def start(self, feed: Feed) -> None:
         """Start the runner task; ``feed`` is handed to ``open()`` and ``init_fun`` only."""
@@ -185,29 +208,18 @@ class Run:
                 self._finish()
 
     def _start_workers(self, tg: asyncio.TaskGroup) -> None:
-        spec, fetcher, backend = self.spec, self.fetcher, self.backend
+        spec = self.spec
         if spec.keys is None:
-            batch_size = spec.options.batch_size
-            for wid in spec.worker_ids:
-                worker = fetcher.run_seed_worker(wid, backend.seed_call(wid, batch_size))
-                self._task(worker, f"worker-{wid}", tg)
-            return
-        keys = spec.keys
-        channel: Channel[tuple[int, Any]] = Channel(spec.sizing.key_buffer)
-        self.key_channel = channel
-        reorder = Reorderer() if keys.ordered else None
-        call = backend.key_call()
-        live = [spec.sizing.workers]
-
-        async def key_worker() -> None:
-            await fetcher.run_key_worker(channel, reorder, call)
-            live[0] -= 1
-            if live[0] == 0:
-                self.sq.channel.close()  # end of data: the rebatch stage flushes and ends
-
-        self._task(dispatch_keys(keys.keys, keys.shard, channel), "keys", tg)
-        for i in range(spec.sizing.workers):
-            self._task(key_worker(), f"worker-{i}", tg)
+            workers = seed_workers(self.fetcher, self.backend, spec.worker_ids, self.batch_size)
+        else:
+            assert self.tracker is not None
+            source = KeySource(spec.keys, self.tracker, self.sq.channel, spec.sizing.key_buffer)
+            self.key_channel = source.channel
+            workers = key_workers(
+                self.fetcher, self.backend, source, self.tracker, spec.sizing.workers
+            )
+        for name, worker in workers:
+            self._task(worker, name, tg)
 
     async def _cleanup(self, deadline: float) -> None:
         """Stop the backend and close the fetcher's resources, by ``deadline``."""
@@ -299,7 +311,7 @@ class Run:
             runner.cancel()
         cancelled: asyncio.CancelledError | None = None
         if runner is not None and not runner.done():
-            cancelled = await _wait_through_cancel(runner, deadline)
+            cancelled = await wait_through_cancel(runner, deadline)
             if not runner.done():
                 if cancelled is not None:
                     raise cancelled
@@ -352,6 +364,8 @@ class Run:
         """Count a batch the consumer received."""
         self.sq.ledger.deliver(batch.rows, Stage.BATCHED)
         self.counters.delivered(batch.rows)
+        if batch.provenance is not None and self.tracker is not None:
+            self.tracker.received(batch.provenance, batch.rows)
 
     def end_error(self) -> BaseException:
         """What a ``get()`` after the last batch raises: the error, or ``FeedExhausted``."""
@@ -376,21 +390,5 @@ class Run:
         return self.stats(self._life.state.value)
 
 
-async def _wait_through_cancel(
-    task: asyncio.Task[None], deadline: float
-) -> asyncio.CancelledError | None:
-    """Wait for ``task`` until ``deadline``, even when cancelled meanwhile.
-
-    A feed that is stopping finishes stopping first; the cancellation is returned for the
-    caller to re-raise once it has (None when there was none).
-    """
-    cancelled: asyncio.CancelledError | None = None
-    while not task.done():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        try:
-            await asyncio.wait({task}, timeout=remaining)
-        except asyncio.CancelledError as exc:
-            cancelled = exc
-    return cancelled
+def _nothing() -> None:
+    return None

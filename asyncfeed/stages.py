@@ -7,19 +7,17 @@ task or a thread.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, final
 
 from .attribution import Blocked
-from .errors import FetchError
-from .keys import Keys, iterate_keys
+from .checkpoint import Provenance
 from .queues import Channel, ChannelClosed, Chunk
 from .rebatch import Batch, Rebatcher
 from .stats import DropCause, ExternalLogger, FeedStats, Ledger, Stage, report
 
-__all__ = ["RebatchStage", "dispatch_keys", "log_every"]
+__all__ = ["RebatchStage", "log_every"]
 
 
 @final
@@ -40,6 +38,7 @@ class RebatchStage:
         "chunks",
         "drop_last",
         "ledger",
+        "on_dropped",
         "on_starved",
         "rebatcher",
     )
@@ -53,6 +52,7 @@ class RebatchStage:
         *,
         drop_last: bool,
         on_starved: Callable[[], None],
+        on_dropped: Callable[[Provenance], None] | None = None,
     ) -> None:
         self.chunks: Final = chunks
         self.batches: Final = batches
@@ -60,24 +60,29 @@ class RebatchStage:
         self.ledger: Final = ledger
         self.drop_last: Final = drop_last
         self.on_starved: Final = on_starved
+        self.on_dropped: Final = on_dropped  # keyed feeds: rows drop_last drops, settled
         self._outbox: deque[Batch] = deque()
         self.blocked: Final = Blocked()  # waiting for room in the batch channel
         self._unpushed = 0  # rows of the current chunk the rebatcher has not taken yet
 
     async def run(self) -> None:
-        """Run until the chunk queue is closed and drained, then flush and close the output."""
+        """Run until the chunk queue is closed and drained, then flush and close the output.
+
+        An epoch-end marker (a chunk of no rows) in the queue flushes the epoch's partial
+        batch there, so batches never mix epochs.
+        """
         chunks = self.chunks
         ledger = self.ledger
         rebatcher = self.rebatcher
         push = rebatcher.push
-        bs = rebatcher.batch_size
+        track = self.on_dropped is not None
         while True:
             try:
                 try:
-                    arrays, rows, _ = chunks.get_nowait()
+                    arrays, rows, origin = chunks.get_nowait()
                 except asyncio.QueueEmpty:
                     self.on_starved()
-                    arrays, rows, _ = await chunks.get()
+                    arrays, rows, origin = await chunks.get()
             except ChannelClosed:
                 break
             # Small chunks: take what is already queued, without awaiting, until a batch is
@@ -85,55 +90,71 @@ class RebatchStage:
             # can observe a batch made of them.
             moved = 0
             made: list[Batch] = []
-            large = False
+            large = marker = False
             try:
                 while True:
-                    large = rows > bs and rebatcher.rebatch
+                    if not rows:  # an epoch ends here
+                        marker = True
+                        break
+                    large = rows > rebatcher.batch_size and rebatcher.rebatch
                     if large:
                         break
                     moved += rows
-                    made = push(arrays)
+                    made = push(arrays, origin if track else None)  # type: ignore[arg-type]
                     if made:
                         break
                     try:
-                        arrays, rows, _ = chunks.get_nowait()
+                        arrays, rows, origin = chunks.get_nowait()
                     except (asyncio.QueueEmpty, ChannelClosed):
                         break
             finally:  # also when push() raises: the rows are the rebatcher's now
                 if moved:
                     ledger.move(moved, Stage.QUEUED, Stage.REBATCHING)
             if large:
-                # A chunk of more than a batch is pushed a batch at a time, each batch
-                # emitted before the next is cut (made is empty: the loop above stops at
-                # the first batch).
-                ledger.move(rows, Stage.QUEUED, Stage.REBATCHING)
-                pos = 0
-                while pos < rows:
-                    end = min(rows, pos + bs)
-                    piece = [a[pos:end] for a in arrays]
-                    self._unpushed = rows - pos
-                    self._outbox.extend(push(piece))
-                    self._unpushed = rows - end
-                    pos = end
-                    del piece
-                    if pos == rows:
-                        del arrays  # hold no chunk while waiting: it may pin shared memory
-                    if self._outbox:
-                        await self._emit()
+                await self._push_large(arrays, rows, origin if track else None)
                 continue
             del arrays  # hold no chunk while waiting: it may pin a worker's shared memory
             if made:
                 self._outbox.extend(made)
                 del made
                 await self._emit()
-        last = self.rebatcher.flush()
-        if last is not None:
-            if self.drop_last:
-                ledger.drop(last.rows, Stage.REBATCHING, DropCause.DROP_LAST)
-            else:
-                self._outbox.append(last)
-                await self._emit()
+            if marker:
+                await self._flush()
+        await self._flush()
         self.batches.close()
+
+    async def _push_large(self, arrays: Any, rows: int, tag: Any) -> None:
+        """A chunk of more than a batch, pushed a batch at a time, each batch emitted before
+        the next is cut (so a huge chunk neither blocks the loop nor piles up batches)."""
+        self.ledger.move(rows, Stage.QUEUED, Stage.REBATCHING)
+        rebatcher = self.rebatcher
+        pos = 0
+        while pos < rows:
+            end = min(rows, pos + rebatcher.batch_size)
+            piece = [a[pos:end] for a in arrays]
+            self._unpushed = rows - pos
+            piece_tag = None if tag is None else (*tag[:3], tag[3] + pos, tag[4])
+            self._outbox.extend(rebatcher.push(piece, piece_tag))
+            self._unpushed = rows - end
+            pos = end
+            del piece
+            if pos == rows:
+                del arrays  # hold no chunk while waiting: it may pin shared memory
+            if self._outbox:
+                await self._emit()
+
+    async def _flush(self) -> None:
+        """End an epoch (or the data): its partial batch goes out, or is dropped."""
+        last = self.rebatcher.flush()
+        if last is None:
+            return
+        if self.drop_last:
+            self.ledger.drop(last.rows, Stage.REBATCHING, DropCause.DROP_LAST)
+            if self.on_dropped is not None and last.provenance:
+                self.on_dropped(last.provenance)
+        else:
+            self._outbox.append(last)
+            await self._emit()
 
     async def _emit(self) -> None:
         outbox = self._outbox
@@ -154,22 +175,6 @@ class RebatchStage:
         self._outbox.clear()
         self._unpushed = 0
         self.ledger.drop(held, Stage.REBATCHING, cause)
-
-
-async def dispatch_keys(keys: Keys, shard: tuple[int, int], out: Channel[tuple[int, Any]]) -> None:
-    """Feed ``(sequence number, key)`` pairs of this shard into ``out``; close it at the end.
-
-    Raises:
-        FetchError: iterating ``keys`` raised; the original is chained.
-    """
-    try:
-        async with contextlib.aclosing(iterate_keys(keys, shard)) as items:
-            async for item in items:
-                await out.put(item)
-    except Exception as exc:
-        raise FetchError(f"iterating the keys failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        out.close()
 
 
 async def log_every(

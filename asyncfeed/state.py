@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import threading
+import time
 from collections.abc import Callable
 from typing import Final, final
 
 from .errors import FeedStateError
 
-__all__ = ["FeedState", "Lifecycle"]
+__all__ = ["FeedState", "Lifecycle", "wait_through_cancel"]
 
 
 class FeedState(enum.Enum):
@@ -98,3 +100,23 @@ class Lifecycle:
                 self._listeners.append(callback)
                 return
         callback()
+
+
+async def wait_through_cancel(
+    task: asyncio.Task[None], deadline: float
+) -> asyncio.CancelledError | None:
+    """Wait for ``task`` until ``deadline``, even when cancelled meanwhile.
+
+    A feed that is stopping finishes stopping first; the cancellation is returned for the
+    caller to re-raise once it has (None when there was none).
+    """
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            await asyncio.wait({task}, timeout=remaining)
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    return cancelled

@@ -150,6 +150,8 @@ class FeedStats:
     ``(items, capacity)``. ``inflight`` fetch calls are running now, of at most
     ``concurrency_limit`` (``concurrency_reason`` says why it is what it is: ``fixed``, or
     what an adaptive policy saw). ``hosts`` comes from the fetchers' ``host_stats()``.
+    A keyed feed's ``epoch`` is the epoch its consumer is in, ``epoch_position`` the keys
+    of this rank it consumed in it (None and 0 for seed-style feeds).
     """
 
     source: str
@@ -185,6 +187,8 @@ class FeedStats:
     inflight: int = 0
     concurrency_limit: int = 0
     concurrency_reason: str = "fixed"
+    epoch: int | None = None
+    epoch_position: int = 0
 
     def as_metrics(self) -> dict[str, Any]:
         """A flat dict for external loggers, with Caffe2's metric names first."""

@@ -31,7 +31,7 @@ async def test_an_async_fetcher_is_awaited_on_the_loop_and_timed() -> None:
 
     b, _ = backend(fetch)
     await b.start()
-    call = b.seed_call(3, 8)
+    call = b.seed_call(3, lambda: 8)
     returned, value, seconds = await call()
     assert (returned, value) == (True, (3, 8)) and seconds >= 0
     assert call.leftovers() == []
@@ -65,7 +65,7 @@ async def test_a_sync_seed_fetcher_runs_in_a_pump_whose_leftovers_are_returned()
 
     b, _ = backend(fetch)
     await b.start()
-    call = b.seed_call(5, 1)
+    call = b.seed_call(5, lambda: 1)
     assert (await call())[:2] == (True, 5)
     for _ in range(3):  # the pump runs ahead of its taker
         await to_thread(made.acquire, name="test-wait")

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any, Final, final
 
-from ..backend import KeyCall, Outcome, SeedCall
+from ..backend import KeyCall, Outcome, SeedCall, SizeHint
 from ..errors import FetchError, RemoteTraceback
 from ..fetchers.hoststats import merge_host_stats
 from . import ring as ring_config
@@ -108,10 +108,10 @@ class WorkerPool:
 
     # -- the calls the feed's fetch workers make -----------------------------------------------
 
-    def seed_call(self, worker_id: int, batch_size: int) -> SeedCall:
-        """``fn(worker_id, batch_size)`` in the process that owns ``worker_id``."""
+    def seed_call(self, worker_id: int, batch_size: SizeHint) -> SeedCall:
+        """``fn(worker_id, batch_size())`` in the process that owns ``worker_id``."""
         worker = self._workers[self._owner[worker_id]]
-        return _RemoteCall(self, worker, (worker_id, batch_size))
+        return _RemoteCall(self, worker, worker_id, batch_size)
 
     def key_call(self) -> KeyCall:
         """``fn(key)`` in the worker process with the fewest calls in flight."""
@@ -346,15 +346,16 @@ class WorkerPool:
 class _RemoteCall:
     """The repeated call of one seed-style worker, in the process that owns its id."""
 
-    __slots__ = ("_args", "_pool", "_worker")
+    __slots__ = ("_id", "_pool", "_size", "_worker")
 
-    def __init__(self, pool: WorkerPool, worker: _Worker, args: tuple[Any, ...]) -> None:
+    def __init__(self, pool: WorkerPool, worker: _Worker, worker_id: int, size: SizeHint) -> None:
         self._pool: Final = pool
         self._worker: Final = worker
-        self._args: Final = args
+        self._id: Final = worker_id
+        self._size: Final = size
 
     def __call__(self) -> Awaitable[Outcome]:
-        return self._pool.call(self._worker, self._args)
+        return self._pool.call(self._worker, (self._id, self._size()))
 
     def leftovers(self) -> list[Outcome]:
         return []

@@ -125,9 +125,10 @@ class BlobsQueue:
         """Close for good and wake every blocked reader and writer. Idempotent."""
         self._q.close()
 
-    def watch(self, watch: WaitWatch | None) -> None:
-        """Report every read that has to wait to ``watch`` (a feed attributes the waits)."""
-        self._q.watch(watch)
+    def watch(self, watch: WaitWatch | None, *, taken: bool = True) -> None:
+        """Report every read that has to wait to ``watch`` (a feed attributes the waits) and,
+        with ``taken``, every record read."""
+        self._q.watch(watch, taken=taken)
 
     def stats(self) -> BlobsQueueStats:
         """A snapshot of the queue's size and counters."""
@@ -199,8 +200,9 @@ class QueuePerBlob:
 
     def watch(self, watch: WaitWatch | None) -> None:
         """Report every read that has to wait to ``watch`` (a feed attributes the waits)."""
-        for q in self.queues.values():
-            q.watch(watch)
+        queues = list(self.queues.values())
+        for q in queues:  # a batch is taken when its last blob is
+            q.watch(watch, taken=q is queues[-1])
 
     def close(self) -> None:
         """Close every queue, waking their readers and writers. Idempotent."""

@@ -46,6 +46,7 @@ class ClosableQueue(Generic[T]):
         "_not_empty",
         "_not_full",
         "_reserved",
+        "_taken",
         "_watch",
         "_weigh",
         "bytes_in",
@@ -66,6 +67,7 @@ class ClosableQueue(Generic[T]):
         self._reserved = 0
         self._closed = False
         self._watch: WaitWatch | None = None
+        self._taken = False
         self.puts = 0
         self.gets = 0
         self.bytes_in = 0
@@ -133,9 +135,11 @@ class ClosableQueue(Generic[T]):
 
     # -- reading ------------------------------------------------------------------------------
 
-    def watch(self, watch: WaitWatch | None) -> None:
-        """Tell ``watch`` of every read that has to wait (a feed attributes the waits)."""
+    def watch(self, watch: WaitWatch | None, *, taken: bool = True) -> None:
+        """Tell ``watch`` of every read that has to wait (a feed attributes the waits) and,
+        with ``taken``, of every item read."""
         self._watch = watch
+        self._taken = taken
 
     def get(self, timeout: float | None = None) -> T | None:
         """The oldest item, blocking while empty and open; None once closed and drained.
@@ -206,6 +210,8 @@ class ClosableQueue(Generic[T]):
     def _pop(self) -> T:
         item = self._items.popleft()
         self.gets += 1
+        if self._taken and self._watch is not None:
+            self._watch.taken()
         if self._weigh is not None:
             self.bytes_out += self._weigh(item)
         self._not_full.notify()
