@@ -10,6 +10,7 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
+    from .batch import Batch as Batch
     from .errors import AsyncFeedError as AsyncFeedError
     from .errors import ChunkError as ChunkError
     from .errors import ConfigError as ConfigError
@@ -30,7 +31,6 @@ if _typing.TYPE_CHECKING:
     from .fetchers.retry import Retry as Retry
     from .fetchers.service import ImageService as ImageService
     from .procs.options import Processes as Processes
-    from .rebatch import Batch as Batch
     from .rebatch import Rebatcher as Rebatcher
     from .sinks import BlobsQueue as BlobsQueue
     from .sinks import Sink as Sink
@@ -46,7 +46,7 @@ __version__ = "0.1.0"
 # ``import asyncfeed`` loads neither aiohttp.web nor PIL, simplejpeg, aiofiles or torch.
 _EXPORTS: dict[str, str] = {
     "AsyncFeedError": ".errors",
-    "Batch": ".rebatch",
+    "Batch": ".batch",
     "BlobsQueue": ".sinks",
     "ChunkError": ".errors",
     "ConfigError": ".errors",

@@ -22,14 +22,14 @@ import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, final
 
+from .batch import Batch
 from .bridge import LoopThread, acquire_loop_thread, release_loop_thread
 from .errors import FeedStateError, FeedTimeoutError
 from .queues import ChannelClosed
-from .rebatch import Batch
 from .run import Run
 from .state import FeedState, Lifecycle
 
-__all__ = ["STOP_SLACK", "SyncFace", "check_on_loop", "forgotten"]
+__all__ = ["STOP_SLACK", "SyncFace", "check_on_loop", "forgotten", "on_loop"]
 
 #: A blocking stop waits this long past its deadline for the loop to report the outcome
 #: (the loop's own wait ends at the deadline); then the loop is blocked, and that is an error.
@@ -250,12 +250,16 @@ def check_on_loop(loop: asyncio.AbstractEventLoop) -> None:
         raise FeedStateError("the feed runs on another event loop; use feed.get() from this thread")
 
 
-def _check_not_on_loop(loop: asyncio.AbstractEventLoop, what: str, instead: str) -> None:
+def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """True when called on ``loop``'s own thread, while it runs."""
     try:
-        running = asyncio.get_running_loop()
+        return asyncio.get_running_loop() is loop
     except RuntimeError:
-        return
-    if running is loop:
+        return False
+
+
+def _check_not_on_loop(loop: asyncio.AbstractEventLoop, what: str, instead: str) -> None:
+    if on_loop(loop):
         raise FeedStateError(f"{what} would block the feed's own event loop; use {instead}")
 
 

@@ -13,10 +13,12 @@ after it are those of one uninterrupted run.
 from __future__ import annotations
 
 import json
+import operator
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, final
 
+from .batch import Provenance
 from .epochs import Plan, Progress
 from .errors import ConfigError
 from .keys import KeySpec
@@ -25,9 +27,7 @@ __all__ = ["STATE_VERSION", "Provenance", "Tracker", "merge_states"]
 
 STATE_VERSION: Final = 1
 
-#: Where a batch's rows come from: (epoch, index in the rank's dispatch order, position in
-#: the epoch, first row, end row, rows of the key in all), one entry per key.
-Provenance = tuple[tuple[int, int, int, int, int, int], ...]
+_index: Final = operator.itemgetter(1)
 
 
 def _config(spec: KeySpec) -> dict[str, Any]:
@@ -57,13 +57,17 @@ class Tracker:
         self._plans: dict[int, Plan] = {}
         self._sizes: dict[int, int] = {}  # epoch -> this rank's share, once all were dealt
         self.epoch = 0
-        self.batch_size = batch_size
-        self._batch_sizes: list[list[int]] = [[0, batch_size]]
+        self.batch_size = batch_size  # the size last asked for
+        self._batch_sizes: list[list[int]] = [[0, batch_size]]  # [first batch index, size]
         self._batches = 0
         self._rows = 0
         self.skipped = 0
         if state is not None:
             self._load(state)
+
+    def reloaded(self, state: Mapping[str, Any]) -> Tracker:
+        """A tracker of the same keys, resuming from ``state``."""
+        return Tracker(self._spec, batch_size=self.batch_size, state=state)
 
     # -- the dispatcher's side -----------------------------------------------------------------
 
@@ -111,11 +115,23 @@ class Tracker:
             self.skipped += skipped
             self._advance()
 
-    def resized(self, batch_size: int) -> None:
-        """Batches from the next one on have ``batch_size`` rows."""
+    def resized(self, batch_size: int, start: int | None = None) -> None:
+        """Batches from index ``start`` on (default: the next one received) have
+        ``batch_size`` rows; a change already recorded from ``start`` on is superseded."""
         with self._lock:
+            start = self._batches if start is None else start
             self.batch_size = batch_size
-            self._batch_sizes.append([self._batches, batch_size])
+            sizes = [c for c in self._batch_sizes if c[0] < start]
+            self._batch_sizes = [*sizes, [start, batch_size]]
+
+    def rebatching(self) -> tuple[int, int, list[tuple[int, int]]]:
+        """Where a run's rebatcher starts: the index of its first batch, that batch's size,
+        and the size changes already decided for later batches."""
+        with self._lock:
+            first = self._batches
+            size = [n for i, n in self._batch_sizes if i <= first][-1]
+            later = [(i, n) for i, n in self._batch_sizes if i > first]
+            return first, size, later
 
     def _progress(self, epoch: int) -> Progress:
         plan = self._plans.get(epoch)
@@ -124,14 +140,26 @@ class Tracker:
             plan = self._plans[epoch] = Plan(world_size, rank)
         return plan.progress
 
-    def _settle(self, provenance: Iterable[tuple[int, int, int, int, int, int]]) -> None:
-        for epoch, index, position, _, end, total in provenance:
-            progress = self._progress(epoch)
-            if end >= total:
-                progress.partial.pop(position, None)
-                progress.consume(index)
-            else:
-                progress.partial[position] = end
+    def _settle(self, provenance: Provenance) -> None:
+        """Settle a batch's keys. Batches never mix epochs, and only a batch's first and last
+        entries can be parts of a key (the rebatcher cuts keys at batch ends only)."""
+        if not provenance:
+            return
+        first, last = provenance[0], provenance[-1]
+        progress = self._progress(first[0])
+        partial = progress.partial
+        lo, hi = 0, len(provenance)
+        if last[4] < last[5]:  # its key goes on in the next batch
+            partial[last[2]] = last[4]
+            hi -= 1
+        if hi and first[4] < first[5]:
+            partial[first[2]] = first[4]
+            lo = 1
+        if lo < hi:
+            if partial:  # keys received in parts (or resumed) complete now
+                for entry in provenance[lo:hi]:
+                    partial.pop(entry[2], None)
+            progress.consume_all(list(map(_index, provenance[lo:hi])))
         self._advance()
 
     def _advance(self) -> None:
@@ -159,7 +187,11 @@ class Tracker:
         """The position right after the last batch the consumer received (JSON types only)."""
         rank, world_size = self._spec.shard
         with self._lock:
-            epochs = {str(e): p.dump() for e, p in sorted(self._plans.items()) if e >= self.epoch}
+            epochs = {
+                str(e): p.dump()
+                for e, p in sorted(self._plans.items())
+                if e >= self.epoch and not p.fresh
+            }
             return {
                 "version": STATE_VERSION,
                 "config": dict(self._config),
@@ -184,14 +216,15 @@ class Tracker:
                     f"state was made with {name}={theirs.get(name)!r}, this feed has "
                     f"{name}={mine!r}"
                 )
-        sizes = [int(n) for _, n in state.get("batch_sizes", [[0, state["batch_size"]]])]
-        if self.batch_size not in (sizes[0], sizes[-1]):
+        changes = [[int(i), int(n)] for i, n in state.get("batch_sizes", ())]
+        changes = changes or [[0, int(state["batch_size"])]]
+        if self.batch_size not in (changes[0][1], changes[-1][1]):
             raise ConfigError(
-                f"state was made with batch_size={sizes[0]} (now {sizes[-1]}), this feed has "
-                f"batch_size={self.batch_size}"
+                f"state was made with batch_size={changes[0][1]} (now {changes[-1][1]}), this "
+                f"feed has batch_size={self.batch_size}"
             )
         self.batch_size = int(state["batch_size"])
-        self._batch_sizes = [[0, self.batch_size]]
+        self._batch_sizes = changes
         rank, world_size = self._spec.shard
         merged = bool(state.get("merged"))
         if not merged and (state.get("rank"), state.get("world_size")) != (rank, world_size):

@@ -57,6 +57,26 @@ class Progress:
             watermark += 1
         self.watermark = watermark
 
+    def consume_all(self, indices: list[int]) -> None:
+        """Mark ``indices`` consumed: a batch's worth at once, in set operations."""
+        consumed = self.consumed
+        consumed.update(indices)
+        watermark = self.watermark
+        if min(indices) < watermark:  # already below it (never in one run; be safe)
+            consumed.difference_update([i for i in indices if i < watermark])
+        if watermark not in consumed:
+            return
+        top = max(consumed)
+        if top - watermark + 1 == len(consumed):  # one run up from the watermark
+            consumed.clear()
+            self.watermark = top + 1
+            return
+        start = watermark
+        while watermark in consumed:
+            watermark += 1
+        consumed.difference_update(range(start, watermark))
+        self.watermark = watermark
+
     @classmethod
     def load(cls, record: Mapping[str, Any]) -> Progress:
         if record.get("done"):
@@ -121,6 +141,12 @@ class Plan:
     rank: int
     base: Mapping[str, Any] | None = None
     progress: Progress = field(default_factory=Progress)
+
+    @property
+    def fresh(self) -> bool:
+        """Nothing consumed and dealt as a fresh epoch would be: the state can omit it."""
+        p = self.progress
+        return self.base is None and not (p.done or p.watermark or p.consumed or p.partial)
 
     def dump(self) -> dict[str, Any]:
         out = self.progress.dump()

@@ -15,7 +15,8 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, Literal, Self, TextIO, Unpack, cast, final
 
-from .blocking import SyncFace, check_on_loop, forgotten
+from .batch import Batch
+from .blocking import SyncFace, check_on_loop, forgotten, on_loop
 from .bridge import stop_at_exit
 from .checkpoint import Tracker, merge_states
 from .errors import AsyncFeedError, ConfigError, FeedExhausted, FeedStateError
@@ -24,7 +25,6 @@ from .observe import unstarted
 from .options import MAX_BATCH_SIZE, FeedKwargs, FeedOptions, RunSpec, check_positive_int
 from .progress import Progress
 from .protocols import FetchFn, FetchOneFn
-from .rebatch import Batch
 from .run import Run
 from .state import FeedState, Lifecycle
 from .stats import FeedStats
@@ -362,9 +362,7 @@ class Feed:
         tracker = self._keyed_tracker()
         if self.state is not FeedState.NEW:
             raise FeedStateError("load_state_dict() must come before the feed starts")
-        keys = self._spec.keys
-        assert keys is not None
-        self._tracker = Tracker(keys, batch_size=tracker.batch_size, state=state)
+        self._tracker = tracker.reloaded(state)
 
     @staticmethod
     def merge_states(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -377,7 +375,10 @@ class Feed:
         size = check_positive_int("batch_size", batch_size, maximum=MAX_BATCH_SIZE)
         run = self._run
         if run is not None:
-            run.loop.call_soon_threadsafe(run.set_batch_size, size)
+            if on_loop(run.loop):
+                run.set_batch_size(size)  # recorded before the caller's next state_dict()
+            else:
+                run.loop.call_soon_threadsafe(run.set_batch_size, size)
         elif self._tracker is not None:
             self._tracker.resized(size)
         else:

@@ -303,7 +303,7 @@ class Fetcher:
                 rows = 0 if arrays is None else arrays[0].shape[0]
                 if rows:
                     assert arrays is not None
-                    tag = (epoch, index, position, skip, skip + rows)
+                    tag = (epoch, index, position, skip, skip + rows, skip + rows)
                     if not await self._offer(arrays, tag):
                         return
                 else:

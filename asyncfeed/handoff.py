@@ -16,11 +16,10 @@ from collections.abc import Callable
 from typing import Final, final
 
 from .attribution import Blocked
+from .batch import Batch, Provenance
 from .bridge import start_thread, to_thread
-from .checkpoint import Provenance
 from .errors import AsyncFeedError, ConfigError, SinkError
 from .queues import Channel, ChannelClosed
-from .rebatch import Batch
 from .sinks import Sink
 from .stats import DropCause, Ledger, Stage
 

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Final, TextIO, final
 
 if TYPE_CHECKING:
+    from .batch import Batch
     from .feed import Feed
-    from .rebatch import Batch
     from .stats import FeedStats
 
 __all__ = ["Progress"]

@@ -20,16 +20,17 @@ holds on to a large chunk (it may be a view of a worker's shared memory, see ``w
 
 from __future__ import annotations
 
+import bisect
 import sys
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, final
 
 import numpy as np
 
+from .batch import Batch, Provenance
 from .errors import ConfigError
 
-__all__ = ["Allocate", "Batch", "Rebatcher"]
+__all__ = ["Allocate", "Rebatcher"]
 
 #: Makes an empty batch buffer: ``(shape, dtype) -> array`` (``numpy.empty`` by default; a
 #: CUDA ``TorchSink`` hands out pinned host memory, so its copy to the device needs no
@@ -60,49 +61,6 @@ _IDLE_REFS: Final = _most_refs([np.empty(0)])
 
 
 @final
-class Batch(Mapping[str, np.ndarray]):
-    """One batch: a read-only mapping from blob name to array.
-
-    Attributes:
-        index: running index of the batch within its feed, from 0.
-        rows: number of rows (``batch_size`` except for a flushed final batch or when
-            rebatching is off).
-        epoch: the epoch of a keyed feed's batch (batches never mix epochs); None for
-            seed-style feeds.
-        provenance: where its rows come from, one entry per key: ``(epoch, index, position,
-            first row, end row, rows of the key)``; None for seed-style feeds.
-    """
-
-    __slots__ = ("_arrays", "epoch", "index", "provenance", "rows")
-
-    def __init__(
-        self,
-        arrays: dict[str, np.ndarray],
-        index: int,
-        rows: int,
-        provenance: tuple[tuple[int, int, int, int, int, int], ...] | None = None,
-    ) -> None:
-        self._arrays: Final = arrays
-        self.index: Final = index
-        self.rows: Final = rows
-        self.provenance: Final = provenance
-        self.epoch: Final = provenance[0][0] if provenance else None
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self._arrays[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._arrays)
-
-    def __len__(self) -> int:
-        return len(self._arrays)
-
-    def __repr__(self) -> str:
-        shapes = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in self._arrays.items())
-        return f"Batch(index={self.index}, rows={self.rows}, {{{shapes}}})"
-
-
-@final
 class Rebatcher:
     """Cuts chunks into batches of exactly ``batch_size`` rows.
 
@@ -113,7 +71,11 @@ class Rebatcher:
             ``dont_rebatch``).
         allocate: makes each new batch buffer (default ``numpy.empty``).
         track: record where each batch's rows come from (``Batch.provenance``); chunks are
-            then pushed with a tag ``(epoch, index, position, first row, rows of the key)``.
+            then pushed with their own provenance entry as a tag ``(epoch, index, position,
+            first row, end row, rows of the key)``.
+        first_index: the index of the first batch (a resumed feed goes on counting).
+        sizes: batch size changes already decided, ``(first batch index, size)`` each (a
+            resumed feed makes its batches as the run it resumes would have).
 
     Chunks passed to :meth:`push` must already be validated (see ``chunks.ChunkSchema``):
     one array per blob, equal first dimensions, a fixed dtype and trailing shape per blob.
@@ -123,13 +85,17 @@ class Rebatcher:
         "_alloc",
         "_blobs",
         "_buffers",
+        "_changes",
+        "_cut_rows",
         "_fill",
         "_next_index",
-        "_next_size",
         "_recycled",
         "_size",
         "_small",
         "_small_rows",
+        "_tag_ends",
+        "_tag_head",
+        "_tag_rows",
         "_tags",
         "_track",
         "rebatch",
@@ -143,21 +109,30 @@ class Rebatcher:
         rebatch: bool = True,
         allocate: Allocate | None = None,
         track: bool = False,
+        first_index: int = 0,
+        sizes: Sequence[tuple[int, int]] = (),
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self._alloc: Final[Allocate] = allocate or np.empty
         self._blobs: Final = tuple(blobs)
         self._size = batch_size
-        self._next_size = batch_size
+        self._changes: list[tuple[int, int]] = sorted(sizes)  # (first batch index, size)
         self.rebatch: Final = rebatch
         self._track: Final = track
-        self._tags: deque[list[int]] = deque()  # [epoch, index, position, first, total, rows]
+        # Tags in arrival order from _tag_head on, and the running row count at each one's end:
+        # a batch's provenance is found by bisection and sliced off, never walked row by row.
+        self._tags: list[tuple[int, int, int, int, int, int]] = []
+        self._tag_ends: list[int] = []
+        self._tag_head = 0
+        self._tag_rows = 0  # rows tagged so far
+        self._cut_rows = 0  # rows whose provenance went out with a batch
         self._buffers: list[np.ndarray] | None = None  # the batch being filled
         self._fill = 0  # rows already copied into it
         self._small: list[Sequence[np.ndarray]] = []  # small chunks carried as views, oldest first
         self._small_rows = 0
-        self._next_index = 0
+        self._next_index = first_index
+        self._begin()
         self._recycled: list[list[np.ndarray]] = []  # buffers made here, most recent last
 
     @property
@@ -165,14 +140,23 @@ class Rebatcher:
         """Rows of the batch being made."""
         return self._size
 
-    def set_batch_size(self, batch_size: int) -> None:
+    def set_batch_size(self, batch_size: int) -> int:
         """Make batches of ``batch_size`` rows from the next batch started on; the rows
-        carried are kept (the batch they started completes at the size it started with)."""
+        carried are kept (the batch they started completes at the size it started with).
+        Returns the index of the first batch of the new size."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self._next_size = batch_size
-        if self._fill == 0 and self._small_rows == 0:
-            self._size = batch_size
+        start = self._next_index + (self._fill > 0 or self._small_rows > 0)
+        self._changes = [c for c in self._changes if c[0] < start]  # superseded
+        self._changes.append((start, batch_size))
+        self._begin()
+        return start
+
+    def _begin(self) -> None:
+        """A batch starts (index ``_next_index``): apply the size changes due by then."""
+        changes = self._changes
+        while changes and changes[0][0] <= self._next_index:
+            self._size = changes.pop(0)[1]
 
     @property
     def pending_rows(self) -> int:
@@ -185,7 +169,7 @@ class Rebatcher:
         return self._next_index
 
     def push(
-        self, arrays: Sequence[np.ndarray], tag: tuple[int, int, int, int, int] | None = None
+        self, arrays: Sequence[np.ndarray], tag: tuple[int, int, int, int, int, int] | None = None
     ) -> list[Batch]:
         """Add one chunk; return the batches it completes (possibly none).
 
@@ -195,9 +179,10 @@ class Rebatcher:
         rows = arrays[0].shape[0] if arrays else 0
         if rows == 0:
             return []
-        if self._track:
-            assert tag is not None
-            self._tags.append([*tag, rows])
+        if tag is not None:  # tracking: the tag is the chunk's provenance entry
+            self._tags.append(tag)
+            self._tag_rows += rows
+            self._tag_ends.append(self._tag_rows)
         if not self.rebatch:
             return [self._batch(arrays, rows)]
         out: list[Batch] = []
@@ -207,7 +192,7 @@ class Rebatcher:
             while rows - pos >= (bs := self._size):
                 out.append(self._batch([a[pos : pos + bs] for a in arrays], bs))
                 pos += bs
-                self._size = self._next_size
+                self._begin()
             if pos == rows:
                 return out
             arrays = [a[pos:] for a in arrays]
@@ -250,8 +235,16 @@ class Rebatcher:
         batch = self._batch([b[:fill] for b in self._buffers], fill)
         self._buffers = None
         self._fill = 0
-        self._size = self._next_size
+        self._begin()
         return batch
+
+    def drop_partial(self) -> tuple[int, Provenance | None]:
+        """Drop the carried rows as ``drop_last`` drops a partial batch: no batch, no index
+        used; return how many rows were dropped and, when tracking, where they came from."""
+        rows = self._fill + self._small_rows
+        provenance = self._cut(rows) if self._track and rows else None
+        self.discard()
+        return rows, provenance
 
     def discard(self) -> int:
         """Drop the carried rows; return how many were dropped."""
@@ -260,8 +253,10 @@ class Rebatcher:
         self._fill = 0
         self._small = []
         self._small_rows = 0
-        self._tags.clear()
-        self._size = self._next_size
+        self._tags = []
+        self._tag_ends = []
+        self._tag_head = self._tag_rows = self._cut_rows = 0
+        self._begin()
         return dropped
 
     def _buffers_for(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -316,7 +311,7 @@ class Rebatcher:
         batch = self._batch(self._buffers, self._fill)
         self._buffers = None
         self._fill = 0
-        self._size = self._next_size
+        self._begin()
         return batch
 
     def _allocate(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -343,22 +338,27 @@ class Rebatcher:
         provenance = self._cut(rows) if self._track else None
         return Batch(dict(zip(self._blobs, arrays, strict=True)), index, rows, provenance)
 
-    def _cut(self, rows: int) -> tuple[tuple[int, int, int, int, int, int], ...]:
-        """The provenance of the next ``rows`` rows, taken off the tags in arrival order."""
-        tags = self._tags
-        out = []
-        while rows:
-            tag = tags[0]
-            epoch, index, position, first, total, left = tag
-            take = min(rows, left)
-            out.append((epoch, index, position, first, first + take, total))
-            if take == left:
-                tags.popleft()
-            else:
-                tag[3] = first + take
-                tag[5] = left - take
-            rows -= take
-        return tuple(out)
+    def _cut(self, rows: int) -> Provenance:
+        """The provenance of the next ``rows`` rows: the tags they span, in arrival order."""
+        tags, ends, head = self._tags, self._tag_ends, self._tag_head
+        end = self._cut_rows + rows
+        self._cut_rows = end
+        last = bisect.bisect_left(ends, end, head)  # the tag holding the batch's last row
+        over = ends[last] - end  # rows of that tag left for the next batch
+        if over == 0:
+            out = tuple(tags[head : last + 1])
+            head = last + 1
+        else:
+            epoch, index, position, first, stop, total = tags[last]
+            split = stop - over
+            out = (*tags[head:last], (epoch, index, position, first, split, total))
+            tags[last] = (epoch, index, position, split, stop, total)
+            head = last
+        if head > 1024 and 2 * head > len(tags):  # drop what went out, now and then
+            del tags[:head], ends[:head]
+            head = 0
+        self._tag_head = head
+        return out
 
 
 def _idle(buffers: list[np.ndarray]) -> bool:

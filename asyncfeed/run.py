@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from .attribution import SinkWatch, Waits
 from .backend import make_backend
+from .batch import Batch
 from .checkpoint import Tracker
 from .errors import FeedExhausted, FeedStateError, FeedTimeoutError, first_error
 from .fetch import ErrorBudget, Fetcher, key_workers, seed_workers
@@ -26,7 +27,7 @@ from .keysource import KeyItem, KeySource
 from .observe import probe_for, snapshot
 from .options import RunSpec
 from .queues import Channel, ChannelClosed, attach_source, detach_source
-from .rebatch import Batch, Rebatcher
+from .rebatch import Rebatcher
 from .resources import call_init, open_fetcher
 from .sinks import WatchedSink, allocator_of
 from .stages import RebatchStage, log_every
@@ -83,12 +84,15 @@ class Run:
                 receipts=self._receipts,
             )
         )
+        first, size, sizes = (0, opts.batch_size, []) if tracker is None else tracker.rebatching()
         self.rebatcher: Final = Rebatcher(
             opts.blobs,
-            opts.batch_size if tracker is None else tracker.batch_size,
+            size,
             rebatch=opts.rebatch,
             allocate=None if sink is None else allocator_of(sink),
             track=tracker is not None,
+            first_index=first,
+            sizes=sizes,
         )
         self.stage: Final = RebatchStage(
             self.sq.channel,
@@ -147,9 +151,9 @@ class Run:
 
     def set_batch_size(self, batch_size: int) -> None:
         """On the loop: batches from the next one started on have ``batch_size`` rows."""
-        self.rebatcher.set_batch_size(batch_size)
+        start = self.rebatcher.set_batch_size(batch_size)
         if self.tracker is not None:
-            self.tracker.resized(batch_size)
+            self.tracker.resized(batch_size, start)
 
     def start(self, feed: Feed) -> None:
         """Start the runner task; ``feed`` is handed to ``open()`` and ``init_fun`` only."""

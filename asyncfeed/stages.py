@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Any, Final, final
 
 from .attribution import Blocked
-from .checkpoint import Provenance
+from .batch import Batch, Provenance
 from .queues import Channel, ChannelClosed, Chunk
-from .rebatch import Batch, Rebatcher
+from .rebatch import Rebatcher
 from .stats import DropCause, ExternalLogger, FeedStats, Ledger, Stage, report
 
 __all__ = ["RebatchStage", "log_every"]
@@ -133,7 +133,7 @@ class RebatchStage:
             end = min(rows, pos + rebatcher.batch_size)
             piece = [a[pos:end] for a in arrays]
             self._unpushed = rows - pos
-            piece_tag = None if tag is None else (*tag[:3], tag[3] + pos, tag[4])
+            piece_tag = None if tag is None else (*tag[:3], tag[3] + pos, tag[3] + end, tag[5])
             self._outbox.extend(rebatcher.push(piece, piece_tag))
             self._unpushed = rows - end
             pos = end
@@ -145,14 +145,15 @@ class RebatchStage:
 
     async def _flush(self) -> None:
         """End an epoch (or the data): its partial batch goes out, or is dropped."""
-        last = self.rebatcher.flush()
-        if last is None:
-            return
         if self.drop_last:
-            self.ledger.drop(last.rows, Stage.REBATCHING, DropCause.DROP_LAST)
-            if self.on_dropped is not None and last.provenance:
-                self.on_dropped(last.provenance)
-        else:
+            rows, provenance = self.rebatcher.drop_partial()
+            if rows:
+                self.ledger.drop(rows, Stage.REBATCHING, DropCause.DROP_LAST)
+            if self.on_dropped is not None and provenance:
+                self.on_dropped(provenance)
+            return
+        last = self.rebatcher.flush()
+        if last is not None:
             self._outbox.append(last)
             await self._emit()
 

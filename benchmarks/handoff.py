@@ -22,7 +22,7 @@ import numpy as np
 
 from asyncfeed.handoff import SinkBridge
 from asyncfeed.queues import Channel
-from asyncfeed.rebatch import Batch
+from asyncfeed.batch import Batch
 from asyncfeed.sinks import BlobsQueue, Sink
 from asyncfeed.stats import DropCause, Ledger, Stage
 

@@ -185,3 +185,28 @@ async def slow_key_rows(key: int) -> list[np.ndarray]:
     """:func:`key_rows`, 20 ms later."""
     await asyncio.sleep(0.02)
     return key_rows(key)
+
+
+# -- counter rows for the checkpoint tests: key k gives 1 + k % 3 rows, ids 10 k + i ----------
+
+
+def counter_rows(key: int) -> list[np.ndarray]:
+    ids = np.arange(10 * key, 10 * key + 1 + key % 3, dtype=np.int64)
+    return [ids, ids.astype(np.float32)[:, None] * np.ones((1, 2), np.float32)]
+
+
+def failing_counter_rows(key: int) -> list[np.ndarray]:
+    """Keys ``k % 11 == 5`` raise (skipped under ``max_errors``)."""
+    if key % 11 == 5:
+        raise LookupError(f"no record {key}")
+    return counter_rows(key)
+
+
+async def async_counter_rows(key: int) -> list[np.ndarray]:
+    await asyncio.sleep(0.001 * (key % 3))  # completion order differs from key order
+    return counter_rows(key)
+
+
+async def async_failing_counter_rows(key: int) -> list[np.ndarray]:
+    await asyncio.sleep(0.001 * (key % 3))
+    return failing_counter_rows(key)

@@ -249,3 +249,61 @@ def test_new_batch_buffers_come_from_the_allocator_and_are_reused() -> None:
     rb.discard()
     again = rb.push([np.arange(2)]) + rb.push([np.arange(2, 4)])
     assert len(made) == 1 and np.shares_memory(again[0]["ids"], made[0]())  # recycled
+
+
+# -- provenance and batch size changes --------------------------------------------------------
+
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("key"), st.integers(0, 40)),  # a key of n rows (skip: its first rows)
+        st.tuples(st.just("resize"), st.integers(1, 12)),
+        st.tuples(st.just("end"), st.booleans()),  # an epoch ends: flush, or drop (drop_last)
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 12), events, st.integers(0, 3))
+def test_property_provenance_names_every_row_and_parts_only_at_batch_ends(
+    batch_size: int, stream: list[tuple[str, int]], skip: int
+) -> None:
+    """Keys pushed as the rebatch stage pushes them (a chunk of more than a batch in pieces of
+    a batch): each batch's provenance spans exactly its rows, in order; only its first and last
+    entries can be parts of a key (what the tracker relies on); a size change applies from the
+    index it returns; indices count on from ``first_index``."""
+    rb = Rebatcher(["ids", "x"], batch_size, track=True, first_index=5)
+    out: list[Batch] = []
+    changes: list[tuple[int, int]] = []
+    tails: set[int] = set()  # indices of batches an epoch end flushed
+    position = 0
+    for kind, n in stream:
+        if kind == "resize":
+            changes.append((rb.set_batch_size(n), n))
+        elif kind == "end":
+            if n:
+                rows, provenance = rb.drop_partial()
+                assert rows == sum(e[4] - e[3] for e in provenance or ())
+            elif (tail := rb.flush()) is not None:
+                out.append(tail)
+                tails.add(tail.index)
+        else:
+            first = min(skip, n)  # a resumed key: its first rows were delivered before
+            ids = np.arange(1000 * position + first, 1000 * position + n)
+            x = np.repeat(ids.astype(np.float64)[:, None], 600, axis=1)  # large beyond 6 rows
+            pos = 0
+            while pos < len(ids):
+                end = min(len(ids), pos + rb.batch_size)
+                tag = (0, position, position, first + pos, first + end, n)
+                out += rb.push([ids[pos:end], x[pos:end]], tag)
+                pos = end
+            position += 1
+    assert [b.index for b in out] == list(range(5, 5 + len(out)))
+    for b in out:
+        provenance = b.provenance or ()
+        spanned = [1000 * p + r for _, _, p, lo, hi, _ in provenance for r in range(lo, hi)]
+        assert spanned == ids_of(b) and b.rows == len(spanned)
+        for entry in provenance[1:-1]:
+            assert entry[4] == entry[5]  # whole in the middle
+        size = [s for i, s in [(5, batch_size), *changes] if i <= b.index][-1]
+        assert b.rows == size or (b.index in tails and b.rows < size)
