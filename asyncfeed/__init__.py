@@ -10,6 +10,7 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
+    from .adaptive.options import Adaptive as Adaptive
     from .errors import AsyncFeedError as AsyncFeedError
     from .errors import ChunkError as ChunkError
     from .errors import ConfigError as ConfigError
@@ -28,8 +29,8 @@ if _typing.TYPE_CHECKING:
     from .fetchers.files import iter_files as iter_files
     from .fetchers.http import HttpFetcher as HttpFetcher
     from .fetchers.retry import Retry as Retry
-    from .procs.options import Processes as Processes
     from .fetchers.service import ImageService as ImageService
+    from .procs.options import Processes as Processes
     from .rebatch import Batch as Batch
     from .rebatch import Rebatcher as Rebatcher
     from .sinks import BlobsQueue as BlobsQueue
@@ -45,6 +46,7 @@ __version__ = "0.1.0"
 # Public name → the module that defines it. Imported on first use (PEP 562), so
 # ``import asyncfeed`` loads neither aiohttp.web nor PIL, simplejpeg, aiofiles or torch.
 _EXPORTS: dict[str, str] = {
+    "Adaptive": ".adaptive.options",
     "AsyncFeedError": ".errors",
     "Batch": ".rebatch",
     "BlobsQueue": ".sinks",

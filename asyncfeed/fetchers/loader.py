@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import concurrent.futures
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, final
@@ -31,7 +34,16 @@ from ..errors import ConfigError, FeedStateError, FetchError
 if TYPE_CHECKING:
     from ..feed import Feed
 
-__all__ = ["NO_LABEL", "Loader", "SeedFetch", "chunk_from", "chunk_of", "split_key"]
+__all__ = [
+    "NO_LABEL",
+    "DecodeLoad",
+    "Loader",
+    "SeedFetch",
+    "chunk_from",
+    "chunk_of",
+    "feed_concurrency",
+    "split_key",
+]
 
 log = logging.getLogger("asyncfeed.loader")
 
@@ -39,6 +51,17 @@ T = TypeVar("T")
 
 NO_LABEL: Final = object()
 POOL_JOIN_TIMEOUT: Final = 5.0
+
+
+def feed_concurrency(feed: Feed) -> int:
+    """The most fetch calls ``feed`` may have in flight (an adaptive policy's ``max``)."""
+    concurrency: object = feed.options.concurrency
+    if isinstance(concurrency, int):
+        return concurrency
+    bound = getattr(concurrency, "max", None)  # an Adaptive
+    if isinstance(bound, int):
+        return bound
+    raise TypeError(f"feed concurrency {concurrency!r} is neither an int nor an Adaptive")
 
 
 def split_key(key: Any, location: str) -> tuple[Any, Any]:
@@ -94,6 +117,49 @@ def _labels(label: Any, count: int) -> np.ndarray:
     return one if count == 1 else np.repeat(one, count, axis=0)
 
 
+@final
+class DecodeLoad:
+    """Thread-safe counts of the decode pool's work: queued, running, total queue wait."""
+
+    __slots__ = ("_lock", "queued", "running", "wait_s")
+
+    def __init__(self) -> None:
+        self._lock: Final = threading.Lock()
+        self.queued = 0
+        self.running = 0
+        self.wait_s = 0.0
+
+    def wrap(self, fn: Callable[..., T], args: tuple[Any, ...]) -> Callable[[], T]:
+        """``fn(*args)`` counted as queued now, running once a thread takes it."""
+        submitted = time.perf_counter()
+        with self._lock:
+            self.queued += 1
+
+        def run() -> T:
+            started = time.perf_counter()
+            with self._lock:
+                self.queued -= 1
+                self.running += 1
+                self.wait_s += started - submitted
+            try:
+                return fn(*args)
+            finally:
+                with self._lock:
+                    self.running -= 1
+
+        return run
+
+    def dropped(self, future: concurrent.futures.Future[Any]) -> None:
+        """Done callback: a call cancelled before it ran leaves the queue."""
+        if future.cancelled():
+            with self._lock:
+                self.queued -= 1
+
+    def snapshot(self) -> tuple[int, int, float]:
+        with self._lock:
+            return self.queued, self.running, self.wait_s
+
+
 class Loader(abc.ABC):
     """Base of the ready-made fetchers: refcounted open/close on one loop, a decode pool.
 
@@ -123,6 +189,7 @@ class Loader(abc.ABC):
         self._pool: Executor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._users = 0
+        self._decode = DecodeLoad()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -225,7 +292,30 @@ class Loader(abc.ABC):
 
     async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in the decode pool; on cancel the call finishes unobserved."""
-        return await asyncio.wrap_future(self._ensure_open().submit(fn, *args))
+        pool = self._ensure_open()
+        future = pool.submit(self._decode.wrap(fn, args))
+        future.add_done_callback(self._decode.dropped)
+        return await asyncio.wrap_future(future)
+
+    def load(self) -> dict[str, int | float]:
+        """What holds fetches up now; cheap, from any thread.
+
+        ``decode_queued``: calls waiting for a decode thread; ``decode_running``: calls in
+        one; ``decode_wait_s``: seconds all calls waited for a thread so far;
+        ``throttled``: requests held back right now (retry backoff, ``Retry-After``, an
+        adaptive limit or rate; always 0 for fetchers without them).
+        """
+        queued, running, wait = self._decode.snapshot()
+        return {
+            "decode_queued": queued,
+            "decode_running": running,
+            "decode_wait_s": wait,
+            "throttled": self._throttled(),
+        }
+
+    def _throttled(self) -> int:
+        """Subclasses: requests held back now."""
+        return 0
 
     # -- seed-style use -------------------------------------------------------------------
 
@@ -250,7 +340,12 @@ class Loader(abc.ABC):
         """Pickle the configuration only: resources are recreated in the loop that opens it."""
         state = dict(self.__dict__)
         state.update(_pool=None, _loop=None, _users=0)
+        del state["_decode"]  # holds a lock; a fresh one is made on unpickling
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._decode = DecodeLoad()
 
 
 @final
