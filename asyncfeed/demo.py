@@ -11,10 +11,11 @@ on Ctrl-C, after which the summary of what ran is printed all the same.
 A ``--url`` is checked before the feed starts (``{i}`` in it, image 0 fetched and decoded):
 a bad one is a :class:`DemoError`, which the command line prints as one line.
 
-With ``--adaptive`` the fetcher limits each host adaptively (``asyncfeed.adaptive``), and
-the embedded service serves at most :data:`DEMO_MAX_CONCURRENT` images at once (429 with
-``Retry-After`` above) unless ``--max-concurrent`` or ``--max-rate`` says otherwise: the
-progress bar shows the host's limit, and the summary how it converged.
+With ``--adaptive`` the fetcher limits each host adaptively (``asyncfeed.adaptive``),
+starting from ``--concurrency``, and the embedded service serves at most
+:data:`DEMO_MAX_CONCURRENT` images at once (429 with ``Retry-After`` above) unless
+``--max-concurrent`` or ``--max-rate`` says otherwise: the progress bar shows the host's
+limit, and the summary the path it took.
 """
 
 from __future__ import annotations
@@ -263,10 +264,14 @@ async def run_demo(args: argparse.Namespace, report: DemoReport, out: TextIO) ->
         report.consumer, step = await asyncio.wrap_future(make_step)
         report.batch_size = args.batch_size
         report.max_errors = args.max_errors
+        adaptive = None
+        if args.adaptive:  # from --concurrency, as a naive setting would be, down to the host's
+            adaptive = Adaptive(max=args.concurrency, start=args.concurrency)
+            report.limits.append((args.concurrency, "start"))
         fetcher = HttpFetcher(
             image=ImageOptions(size=(args.image_size, args.image_size)),
             retry=Retry(attempts=4, backoff=0.05, deadline=10.0),
-            adaptive=Adaptive(max=args.concurrency) if args.adaptive else None,
+            adaptive=adaptive,
         )
         sink = None
         if device is not None:  # uint8 crosses to the device, converted there

@@ -136,6 +136,26 @@ def test_policy_attributes_refusals_to_concurrency_or_rate() -> None:
     assert snap["limit"] == pol.concurrency.allowed and snap["rate_limit"] == pol.rate.fill
 
 
+def test_a_bare_503_below_the_served_level_is_an_error_not_a_signal() -> None:
+    pol = HostPolicy(af.Adaptive(start=8))
+    t = 0.0
+    for _ in range(40):  # the host serves 4 at once
+        tickets = [pol.start(t, n) for n in range(4)]
+        t += 0.05
+        for tk in tickets:
+            pol.finish(tk, t, Outcome.OK)
+    limit = pol.concurrency.limit
+    pol.finish(pol.start(t, 2), t, Outcome.UNAVAILABLE)  # a random 503
+    assert pol.concurrency.limit == limit and not pol.rate.enabled
+    pol.finish(pol.start(t, 2), t, Outcome.UNAVAILABLE, retry_after=1.0)  # "overloaded"
+    assert pol.concurrency.limit < limit and pol.delay(t, 0) == pytest.approx(1.0)
+    pol.finish(pol.start(t + 2, 6), t + 2, Outcome.UNAVAILABLE)  # above what it served
+    assert pol.concurrency.reason == "throttled" and pol.throttles == 3
+    before = pol.concurrency.limit
+    pol.finish(pol.start(t + 3, 1), t + 3, Outcome.TIMEOUT)
+    assert pol.concurrency.limit < before and pol.concurrency.reason == "timeout"
+
+
 def test_retry_after_pauses_every_request_of_the_host() -> None:
     pol = HostPolicy()
     tk = pol.start(0.0, 0)

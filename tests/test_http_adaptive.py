@@ -80,6 +80,8 @@ async def test_requests_held_by_a_pause_spend_neither_attempts_nor_the_deadline(
         chunks = await asyncio.wait_for(asyncio.gather(first, *others), 20)
         assert len(chunks) == 4 and fetcher.load()["throttled"] == 0
         (host,) = fetcher.host_stats().values()
+    after = fetcher.host_stats()[f"127.0.0.1:{fault_server.port}"]  # closed: still learned
+    assert after["limit"] == host["limit"] and after["inflight"] == 0
     assert [fault_server.hits[f"/png/{i}"] for i in range(4)] == [2, 1, 1, 1]
     assert host["retries_by_reason"] == {"http_429": 1} and host["status"]["4xx"] == 1
     assert host["held"] == 0 and host["held_s"] >= 3 * 0.5  # each held about a second

@@ -4,12 +4,15 @@
 not, for how long must it wait) and tells after it. Pure: the time is an argument, and the
 fetcher's gate (``asyncfeed.fetchers.throttle``) does the waiting.
 
-A throttle (429, or 503) says "slower", not which limit the host enforces. The policy
-decides by the concurrency it has seen the host serve: a request refused while more were in
-flight than the host recently served is a concurrency signal (the concurrency limit is
-cut); one refused at or under that level is a rate signal (the request rate is cut). A
-``Retry-After`` pauses every new request to the host until it has passed. A timeout cuts
-the concurrency limit; other failures say nothing about load.
+A 429 says "slower", not which limit the host enforces. The policy decides by the
+concurrency it has seen the host serve: a request refused while more were in flight than the
+host recently served is a concurrency signal (the concurrency limit is cut); one refused at
+or under that level is a rate signal (the request rate is cut). A 503 cuts the concurrency
+limit when it carries ``Retry-After`` or came above the served level; below it, a bare 503
+is a server error like any other, left to the retry policy (a service failing 2 % of its
+requests at random must not drive the limit to one). A timeout cuts the concurrency limit.
+A ``Retry-After`` on any of them pauses every new request to the host until it has passed.
+Other failures say nothing about load.
 """
 
 from __future__ import annotations
@@ -29,10 +32,14 @@ class Outcome(enum.Enum):
     """How a request let through by the policy ended."""
 
     OK = "ok"  # an answer that says nothing against the load (any status but the below)
-    THROTTLED = "throttled"  # 429, or 503: the host asks for less
+    THROTTLED = "throttled"  # 429: the host asks for less
+    UNAVAILABLE = "unavailable"  # 503: overloaded, or just failing
     TIMEOUT = "timeout"  # no answer in time
     FAILED = "failed"  # a connection error or similar: no load signal
     CANCELLED = "cancelled"  # the caller gave up (the feed stopped)
+
+
+_OVERLOAD: Final = frozenset({Outcome.THROTTLED, Outcome.UNAVAILABLE, Outcome.TIMEOUT})
 
 
 @final
@@ -81,17 +88,23 @@ class HostPolicy:
         if outcome is Outcome.OK:
             self.concurrency.succeeded(ticket, now)
             self.rate.succeeded(now)
-        elif outcome is Outcome.THROTTLED:
-            self.throttles += 1
+        elif outcome in _OVERLOAD:
             if retry_after is not None and retry_after > 0:
                 self.paused_until = max(self.paused_until, now + retry_after)
             served = self.concurrency.served.level(now)
-            if served is None or ticket.inflight > served:
-                self.concurrency.overloaded(ticket, now, "throttled")
-            else:
+            beyond = served is None or ticket.inflight > served
+            if outcome is Outcome.TIMEOUT:
+                self.concurrency.overloaded(ticket, now, "timeout")
+                return
+            self.throttles += 1
+            if outcome is Outcome.THROTTLED and not beyond:
                 self.rate.throttled(ticket.rate_epoch, now)
-        elif outcome is Outcome.TIMEOUT:
-            self.concurrency.overloaded(ticket, now, "timeout")
+            elif outcome is Outcome.THROTTLED or retry_after is not None:
+                ahead = ticket.inflight - 1  # an explicit "too many": it held those at most
+                estimate = max(1, ahead) if served is None else None
+                self.concurrency.overloaded(ticket, now, "throttled", estimate=estimate)
+            elif beyond:
+                self.concurrency.overloaded(ticket, now, "throttled")
 
     def snapshot(self, now: float) -> dict[str, Any]:
         """``limit``, ``limit_reason``, ``rate_limit`` (requests/s; inf: none),

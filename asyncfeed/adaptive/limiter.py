@@ -146,10 +146,14 @@ class ConcurrencyLimiter:
         self._completions += 1
         self._maybe_update(now)
 
-    def overloaded(self, ticket: Ticket, now: float, reason: str) -> bool:
+    def overloaded(
+        self, ticket: Ticket, now: float, reason: str, *, estimate: int | None = None
+    ) -> bool:
         """The host refused ``ticket``'s request (429/503) or it timed out: cut once per epoch.
 
-        Returns True when this call cut the limit.
+        ``estimate``: what the host likely serves, used while no served level is known yet
+        (the requests in flight ahead of the refused one). Returns True when this call cut
+        the limit.
         """
         self._problems = True
         self._completions += 1
@@ -158,12 +162,13 @@ class ConcurrencyLimiter:
         old = self.limit
         new = old * DECREASE
         served = self.served.level(now)
-        if served is not None and served < new:
-            new = float(served)
+        level = served if served is not None else estimate
+        if level is not None and level < new:
+            new = float(level)
         new = max(float(self.minimum), new)
         failed_at = min(old, float(ticket.inflight))
-        if served is not None:  # it served that much: the edge is just above
-            failed_at = min(failed_at, served + 1.0)
+        if level is not None:  # it served that much: the edge is just above
+            failed_at = min(failed_at, level + 1.0)
         failed_at = max(new + 1.0, failed_at)
         previous = self.ceiling
         if previous is not None and failed_at <= previous * SAME_LEVEL:

@@ -14,11 +14,9 @@ from yarl import URL
 from ..errors import HttpError
 from .retry import Retry, parse_retry_after, retryable_status
 
-__all__ = ["ERROR_BODY_READ", "THROTTLE_STATUSES", "Failed", "attempt", "final_error"]
+__all__ = ["ERROR_BODY_READ", "Failed", "attempt", "final_error"]
 
 ERROR_BODY_READ: Final = 64 << 10
-#: Statuses by which a host asks for less load.
-THROTTLE_STATUSES: Final = (429, 503)
 
 
 class Failed(Exception):
@@ -45,9 +43,10 @@ class Failed(Exception):
         return f"http_{self.status}" if self.kind == "status" else self.kind
 
     @property
-    def throttled(self) -> bool:
-        """The host answered 429 or 503: it asks for less load."""
-        return self.kind == "status" and self.status in THROTTLE_STATUSES
+    def paced(self) -> bool:
+        """An adaptive gate, not the backoff, should pace the retry: a 429, or any answer
+        with ``Retry-After`` (the gate pauses the host for it)."""
+        return self.retry and (self.status == 429 or self.retry_after is not None)
 
 
 async def attempt(

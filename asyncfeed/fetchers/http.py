@@ -24,8 +24,10 @@ seconds. A fetch that fails for good raises :class:`HttpError` (URL, status, att
 limit and a request rate that follow the host's answers, and a pause for its
 ``Retry-After``. Requests wait for their host's policy in a :class:`~.throttle.HostGate`
 before they are sent; that wait is neither an attempt nor part of the retry deadline, and
-a request refused with 429 or 503 goes back to the front of its host's line (the policy,
-not the backoff, decides when it goes again). A throttling host costs time, never keys.
+a request refused with 429 (or any answer with ``Retry-After``) goes back to the front of
+its host's line: the policy, not the backoff, decides when it goes again. A throttling
+host costs time, never keys. What the fetcher learned about a host is kept across opens
+(a feed per epoch), as long as the bounds stay the same.
 """
 
 from __future__ import annotations
@@ -149,7 +151,8 @@ class HttpFetcher(Loader):
         self._adaptive: Adaptive | None = None
         self._session: aiohttp.ClientSession | None = None
         self._stats = HostStats()
-        self._gates: dict[str, HostGate] = {}
+        self._gates: dict[str, HostGate] = {}  # while open, on its loop
+        self._policies: dict[str, HostPolicy] = {}  # kept across opens: hosts stay learned
         self._held = 0
 
     def __repr__(self) -> str:
@@ -164,7 +167,7 @@ class HttpFetcher(Loader):
 
     @property
     def adaptive(self) -> Adaptive | None:
-        """The adaptive bounds in use while open (None: fixed, no host limits)."""
+        """The adaptive bounds of the last open (None: fixed, no host limits)."""
         return self._adaptive
 
     def use_adaptive(self, adaptive: Adaptive | None) -> None:
@@ -193,7 +196,10 @@ class HttpFetcher(Loader):
         return followed
 
     def _open_resources(self, feed: Feed | None) -> None:
-        self._adaptive = self._resolve_adaptive(feed)
+        adaptive = self._resolve_adaptive(feed)
+        if adaptive != self._adaptive:
+            self._policies = {}  # other bounds: learn again
+        self._adaptive = adaptive
         if self._user_session is not None:
             self._session = self._user_session
             return
@@ -218,9 +224,9 @@ class HttpFetcher(Loader):
         latency histogram and p50/p99 (seconds), in flight, rate, held; with adaptive
         limits also ``limit``, ``rate_limit`` and their reasons (see ``hoststats.py``)."""
         hosts = self._stats.snapshot()
-        for host, gate in dict(self._gates).items():  # a copy: the loop may add hosts
-            entry = hosts.setdefault(host, {})
-            entry.update(gate.policy.snapshot(gate.loop.time()))
+        now = time.monotonic()
+        for host, policy in dict(self._policies).items():  # a copy: the loop may add hosts
+            hosts.setdefault(host, {}).update(policy.snapshot(now))
         return hosts
 
     def _throttled(self) -> int:
@@ -228,7 +234,7 @@ class HttpFetcher(Loader):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state.update(_session=None, _gates={}, _held=0, _adaptive=None)
+        state.update(_session=None, _gates={}, _policies={}, _held=0, _adaptive=None)
         del state["_stats"]  # holds a lock; a fresh one is made on unpickling
         return state
 
@@ -323,15 +329,13 @@ class HttpFetcher(Loader):
             finally:
                 stats.ended(host)
             now = time.perf_counter()
-            throttled = gate is not None and failure.throttled
+            paced = gate is not None and failure.paced
             if gate is not None and ticket is not None:
                 gate.release(ticket, _outcome(failure), failure.retry_after)
             elapsed = now - first - held
             wait = None
             if failure.retry:  # adaptive: the gate holds a throttled request, not a sleep
-                wait = policy.next_wait(
-                    attempts, elapsed, None if throttled else failure.retry_after
-                )
+                wait = policy.next_wait(attempts, elapsed, None if paced else failure.retry_after)
             responded = failure.status is not None
             if responded:
                 stats.request(host, now - start, 0, failure.status)
@@ -346,7 +350,7 @@ class HttpFetcher(Loader):
                 error = final_error(url, key, attempts, failure, policy, elapsed)
                 raise error from failure.__cause__
             again = True
-            if throttled:
+            if paced:
                 log.debug("GET %s attempt %d: %s; back in line", url, attempts, failure)
                 continue
             log.debug("GET %s attempt %d: %s; retrying in %.3f s", url, attempts, failure, wait)
@@ -358,8 +362,10 @@ class HttpFetcher(Loader):
             return None
         gate = self._gates.get(host)
         if gate is None:
-            gate = HostGate(HostPolicy(adaptive), asyncio.get_running_loop())
-            self._gates[host] = gate
+            policy = self._policies.get(host)
+            if policy is None:
+                policy = self._policies[host] = HostPolicy(adaptive)
+            gate = self._gates[host] = HostGate(policy, asyncio.get_running_loop())
         return gate
 
     async def _held_for(self, host: str, wait: Awaitable[T]) -> T:
@@ -375,8 +381,10 @@ class HttpFetcher(Loader):
 
 
 def _outcome(failure: Failed) -> Outcome:
-    if failure.throttled:
+    if failure.status == 429:
         return Outcome.THROTTLED
+    if failure.status == 503:
+        return Outcome.UNAVAILABLE
     if failure.kind == "timeout":
         return Outcome.TIMEOUT
     return Outcome.FAILED

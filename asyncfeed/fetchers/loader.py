@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import concurrent.futures
 import logging
 import os
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, final
@@ -30,13 +27,13 @@ import numpy as np
 
 from ..bridge import DaemonThreadPool, to_thread
 from ..errors import ConfigError, FeedStateError, FetchError
+from .decodeload import DecodeLoad
 
 if TYPE_CHECKING:
     from ..feed import Feed
 
 __all__ = [
     "NO_LABEL",
-    "DecodeLoad",
     "Loader",
     "SeedFetch",
     "chunk_from",
@@ -115,49 +112,6 @@ def chunk_from(
 def _labels(label: Any, count: int) -> np.ndarray:
     one = np.asarray(label)[None]
     return one if count == 1 else np.repeat(one, count, axis=0)
-
-
-@final
-class DecodeLoad:
-    """Thread-safe counts of the decode pool's work: queued, running, total queue wait."""
-
-    __slots__ = ("_lock", "queued", "running", "wait_s")
-
-    def __init__(self) -> None:
-        self._lock: Final = threading.Lock()
-        self.queued = 0
-        self.running = 0
-        self.wait_s = 0.0
-
-    def wrap(self, fn: Callable[..., T], args: tuple[Any, ...]) -> Callable[[], T]:
-        """``fn(*args)`` counted as queued now, running once a thread takes it."""
-        submitted = time.perf_counter()
-        with self._lock:
-            self.queued += 1
-
-        def run() -> T:
-            started = time.perf_counter()
-            with self._lock:
-                self.queued -= 1
-                self.running += 1
-                self.wait_s += started - submitted
-            try:
-                return fn(*args)
-            finally:
-                with self._lock:
-                    self.running -= 1
-
-        return run
-
-    def dropped(self, future: concurrent.futures.Future[Any]) -> None:
-        """Done callback: a call cancelled before it ran leaves the queue."""
-        if future.cancelled():
-            with self._lock:
-                self.queued -= 1
-
-    def snapshot(self) -> tuple[int, int, float]:
-        with self._lock:
-            return self.queued, self.running, self.wait_s
 
 
 class Loader(abc.ABC):
@@ -380,3 +334,12 @@ class SeedFetch:
 
     def host_stats(self) -> Mapping[str, Mapping[str, Any]]:
         return self.fetcher.host_stats()
+
+    def load(self) -> dict[str, int | float]:
+        return self.fetcher.load()
+
+    def use_adaptive(self, adaptive: Any) -> None:
+        """Forwarded to the fetcher, if it adapts (see ``HttpFetcher.use_adaptive``)."""
+        use = getattr(self.fetcher, "use_adaptive", None)
+        if use is not None:
+            use(adaptive)
