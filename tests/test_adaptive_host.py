@@ -55,12 +55,24 @@ def drive(lim: ConcurrencyLimiter, start: float, seconds: float, rtt: float, bou
     return t
 
 
-def test_slow_start_doubles_while_the_limit_binds_and_stops_at_max() -> None:
+def test_slow_start_doubles_while_it_pays_and_stops_at_max() -> None:
     lim = ConcurrencyLimiter(start=4, maximum=50)
+    t = 0.0
+    while t < 5.0:  # a host as fast as we let it: all allowed answer each 20 ms round
+        lim.waited()
+        lim.sent(lim.allowed)
+        for _ in range(lim.allowed):
+            lim.succeeded(ticket(lim, t, lim.allowed), t + 0.02)
+        t += 0.02
+    assert lim.allowed == 50 and lim.reason == "max"
+
+
+def test_slow_start_ends_when_more_in_flight_brings_no_more_answers() -> None:
+    lim = ConcurrencyLimiter(start=4, maximum=512)
     drive(lim, 0.0, 0.6, 0.02, bound=True)  # 60 completions: one update
     assert lim.allowed == 8 and lim.reason == "probing"
-    drive(lim, 1.0, 5.0, 0.02, bound=True)
-    assert lim.allowed == 50 and lim.reason == "max"
+    drive(lim, 1.0, 3.0, 0.02, bound=True)  # 100 answers/s whatever the limit
+    assert lim.allowed < 64 and lim.reason == "hold" and lim.ceiling is not None
 
 
 def test_after_a_cut_the_limit_climbs_back_below_the_ceiling_then_holds() -> None:

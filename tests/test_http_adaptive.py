@@ -97,14 +97,16 @@ async def test_without_adaptive_the_same_pause_ends_the_retries(fault_server: Fa
         assert "limit" not in fetcher.host_stats()[f"127.0.0.1:{fault_server.port}"]
 
 
-async def run_feed(service: af.ImageService, keys: int, fetcher: af.HttpFetcher) -> list[Any]:
-    """Every key through a feed of fixed concurrency 128; host stats at each batch."""
+async def run_feed(
+    service: af.ImageService, keys: int, fetcher: af.HttpFetcher, concurrency: int = 128
+) -> list[Any]:
+    """Every key through a feed of a fixed, large concurrency; host stats at each batch."""
     feed = af.Feed.from_keys(
         service.urls(keys),
         fetcher,
         blobs=["data"],
         batch_size=16,
-        concurrency=128,
+        concurrency=concurrency,
         log_interval=None,
         max_errors=0,
     )
@@ -139,9 +141,9 @@ async def test_every_key_arrives_from_a_rate_limited_fast_service() -> None:
     service = af.ImageService(count=32, size=16, fmt="png", max_rate=150)
     async with service:
         fetcher = af.HttpFetcher(adaptive=True, decode_threads=2)
-        seen = await run_feed(service, 900, fetcher)
+        seen = await run_feed(service, 1000, fetcher, concurrency=64)
     end = seen[-1][1]
     assert end["status"]["4xx"] == service.throttled
     assert service.throttled / end["requests"] < 0.10
-    assert end["status"]["2xx"] == 900  # one good answer per key
+    assert end["status"]["2xx"] == 1000  # one good answer per key
     assert end["rate_limit"] < 1000 and end["rate_limit_reason"] in ("throttled", "probing")

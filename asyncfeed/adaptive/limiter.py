@@ -12,11 +12,16 @@
   slowly); above ``RTT_TOLERANCE`` times the baseline, the limit is cut by
   ``LATENCY_DECREASE``.
 - **Probing**: only while requests waited for a slot (the limit binds). With no overload
-  seen yet the limit doubles (slow start). After one, the level that failed is the
-  *ceiling*: the limit climbs back to just under it quickly, then tries one more slot after
-  a hold that doubles each time the same level fails again (``HOLD_MIN`` to ``HOLD_MAX``
-  seconds), so a converged limit rarely touches the host's edge. ``PROBES_TO_FORGET``
-  successful probes in a row forget the ceiling (the host got faster).
+  seen yet the limit doubles (slow start) as long as doubling brings more answers per
+  second: ``FLAT_ROUNDS`` rounds in a row that did not raise the answer rate by
+  ``STARTUP_GAIN`` end it (BBR's "full pipe": more in flight would only queue, on the host
+  or in this process), and so does a round whose latency rose above ``STARTUP_RTT`` times
+  the baseline; the limit then probes slowly. After an overload, the level that
+  failed is the *ceiling*: the limit climbs back to just under it quickly, then tries one
+  more slot after a hold that doubles each time the same level fails again (``HOLD_MIN`` to
+  ``HOLD_MAX`` seconds), so a converged limit rarely touches the host's edge.
+  ``PROBES_TO_FORGET`` successful probes in a row forget the ceiling (the host got
+  faster) and slow start resumes.
 - **Idle**: a limit far above what is used shrinks towards twice the in-flight peak, so a
   burst after a quiet time cannot overload the host.
 
@@ -55,6 +60,9 @@ MIN_INTERVAL: Final = 0.05
 HOLD_MIN: Final = 2.0
 HOLD_MAX: Final = 30.0
 PROBES_TO_FORGET: Final = 4
+STARTUP_GAIN: Final = 1.25
+STARTUP_RTT: Final = 1.25
+FLAT_ROUNDS: Final = 2
 SAME_LEVEL: Final = 1.1  # a failure within 10 % of the ceiling is the same level failing again
 MAX_SAMPLES: Final = 4096
 
@@ -82,8 +90,10 @@ class ConcurrencyLimiter:
     """
 
     __slots__ = (
+        "_best_rate",
         "_bound",
         "_completions",
+        "_flat",
         "_hold",
         "_hold_until",
         "_last_update",
@@ -92,6 +102,7 @@ class ConcurrencyLimiter:
         "_probes",
         "_problems",
         "_rtts",
+        "_successes",
         "ceiling",
         "epoch",
         "limit",
@@ -118,6 +129,9 @@ class ConcurrencyLimiter:
         self._problems = False
         self._peak = 0
         self._completions = 0
+        self._successes = 0
+        self._best_rate = 0.0
+        self._flat = 0
         self._last_update: float | None = None
 
     @property
@@ -144,6 +158,7 @@ class ConcurrencyLimiter:
             self._rtts.append(now - ticket.start)
         self.served.add(ticket.start, now)
         self._completions += 1
+        self._successes += 1
         self._maybe_update(now)
 
     def overloaded(
@@ -211,20 +226,34 @@ class ConcurrencyLimiter:
             self.reason = "latency"
             self.epoch += 1
         elif self._bound:
-            self._grow(now)
+            last = self._last_update
+            elapsed = now - last if last is not None else 0.0
+            rate = self._successes / elapsed if elapsed > 0 else 0.0
+            queueing = short is not None and long is not None and short > long * STARTUP_RTT
+            self._grow(now, rate, queueing)
         elif self._peak * 2 < self.limit and self._completions:
             self.limit = max(float(self.minimum), self.limit * 0.9, float(self._peak * 2))
             self.reason = "idle"
         self._rtts.clear()
         self._bound = self._problems = False
         self._peak = 0
-        self._completions = 0
+        self._completions = self._successes = 0
         self._last_update = now
 
-    def _grow(self, now: float) -> None:
+    def _grow(self, now: float, rate: float, queueing: bool) -> None:
         limit, ceiling = self.limit, self.ceiling
-        if ceiling is None:
-            new = limit * 2  # slow start
+        if ceiling is None:  # slow start, while it pays
+            if queueing or rate < self._best_rate * STARTUP_GAIN:
+                self._flat += 1
+                if queueing or self._flat >= FLAT_ROUNDS:  # full: probe slowly from here
+                    self.ceiling = limit + 1
+                    self._hold_until = now + self._hold
+                    self.reason = "hold"
+                    return
+            else:
+                self._flat = 0
+            self._best_rate = max(self._best_rate, rate)
+            new = limit * 2
         elif limit + 1 < ceiling:
             new = min(ceiling - 1, limit + max(1.0, (ceiling - 1 - limit) / 2))
         elif now >= self._hold_until:
@@ -233,6 +262,7 @@ class ConcurrencyLimiter:
                 self.ceiling = ceiling = limit + 1
                 if self._probes >= PROBES_TO_FORGET:
                     self.ceiling = None
+                    self._best_rate, self._flat = 0.0, 0
             new = limit + 1
         else:
             self.reason = "hold"
