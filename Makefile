@@ -14,7 +14,7 @@ LINT_DIRS := $(wildcard asyncfeed tests benchmarks examples)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,torch]'
+	$(BIN)/python -m pip install -q -e '.[dev,torch,metrics,otel]'
 	touch $@
 
 $(BENCH_STAMP): $(STAMP)

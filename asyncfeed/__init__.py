@@ -10,6 +10,7 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
+    from .adaptive.options import Adaptive as Adaptive
     from .batch import Batch as Batch
     from .errors import AsyncFeedError as AsyncFeedError
     from .errors import ChunkError as ChunkError
@@ -45,6 +46,7 @@ __version__ = "0.1.0"
 # Public name → the module that defines it. Imported on first use (PEP 562), so
 # ``import asyncfeed`` loads neither aiohttp.web nor PIL, simplejpeg, aiofiles or torch.
 _EXPORTS: dict[str, str] = {
+    "Adaptive": ".adaptive.options",
     "AsyncFeedError": ".errors",
     "Batch": ".batch",
     "BlobsQueue": ".sinks",

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .demo import DemoError, DemoReport, run_demo
+from .demo import DEMO_MAX_CONCURRENT, DemoError, DemoReport, run_demo
 from .errors import AsyncFeedError, ConfigError
 from .fetchers.service import ImageService
 from .sinks import TorchSink
@@ -54,6 +54,9 @@ async def _serve(args: argparse.Namespace) -> None:
         fmt=args.format,
         directory=args.dir,
         port=args.port,
+        max_concurrent=args.max_concurrent,
+        max_rate=args.max_rate,
+        retry_after=args.retry_after,
     )
     async with service:
         print(
@@ -69,6 +72,19 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-ms", type=float, default=20.0, help="delay per response")
     parser.add_argument(
         "--error-rate", type=float, default=0.02, help="fraction answered with HTTP 503"
+    )
+    parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="serve at most K images at once; 429 with Retry-After above (latency rises with load)",
+    )
+    parser.add_argument(
+        "--max-rate",
+        type=float,
+        help="serve at most R images per second; 429 without Retry-After above",
+    )
+    parser.add_argument(
+        "--retry-after", type=int, default=1, help="Retry-After seconds of --max-concurrent"
     )
 
 
@@ -87,6 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--seconds", type=float, default=7.0, help="streaming time (default 7)")
     demo.add_argument("--image-size", type=int, default=128, help="decoded side (crop)")
     demo.add_argument("--max-errors", type=int, default=1000, help="failed keys skipped at most")
+    demo.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="limit each host's concurrency and request rate adaptively, up to "
+        f"--concurrency (the embedded service then serves at most {DEMO_MAX_CONCURRENT} "
+        "images at once unless --max-concurrent or --max-rate says otherwise)",
+    )
     demo.add_argument(
         "--device",
         help="train on this torch device (cpu, cuda, cuda:N), fed through a TorchSink and "

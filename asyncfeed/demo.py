@@ -10,6 +10,12 @@ on Ctrl-C, after which the summary of what ran is printed all the same.
 
 A ``--url`` is checked before the feed starts (``{i}`` in it, image 0 fetched and decoded):
 a bad one is a :class:`DemoError`, which the command line prints as one line.
+
+With ``--adaptive`` the fetcher limits each host adaptively (``asyncfeed.adaptive``),
+starting from ``--concurrency``, and the embedded service serves at most
+:data:`DEMO_MAX_CONCURRENT` images at once (429 with ``Retry-After`` above) unless
+``--max-concurrent`` or ``--max-rate`` says otherwise: the progress bar shows the host's
+limit, and the summary the path it took.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import aiohttp
 import numpy as np
 from tqdm import tqdm
 
+from .adaptive import Adaptive
 from .bridge import DaemonThreadPool
 from .errors import FetchError
 from .feed import Feed
@@ -38,9 +45,13 @@ from .fetchers.retry import Retry
 from .fetchers.service import ImageService
 from .sinks import TorchSink
 
-__all__ = ["LEGEND", "DemoError", "DemoReport", "check_url", "run_demo"]
+__all__ = ["DEMO_MAX_CONCURRENT", "LEGEND", "DemoError", "DemoReport", "check_url", "run_demo"]
 
 CLASSES = 10
+#: What the embedded service serves at once with ``--adaptive`` and no other limit.
+DEMO_MAX_CONCURRENT = 16
+#: Limit changes kept for the summary (the first and the last ones).
+LIMIT_STEPS = 12
 LEGEND = (
     "progress: chunks, batches = waiting in the feed's queues; retried = failed requests "
     "sent again; skipped = keys given up after their last attempt; waiting = the training "
@@ -71,6 +82,9 @@ class DemoReport:
     started: float = field(default_factory=time.perf_counter)
     ended: float | None = None
     interrupted: bool = False
+    limits: list[tuple[int, str]] = field(default_factory=list)
+    throttled: int = 0
+    service_limit: str | None = None
 
     def table(self) -> str:
         """The summary table, one ``name  value`` row per line."""
@@ -86,6 +100,9 @@ class DemoReport:
             ("retried", f"{self.retries:,} failed requests sent again"),
             ("skipped", self._skipped()),
         ]
+        if self.limits:
+            rows.append(("host limit", self._limits()))
+            rows.append(("throttled", f"{self.throttled:,} requests answered 429"))
         if self.losses:
             rows.append((f"{self.consumer} loss", f"{self.losses[0]:.3f} → {self.losses[-1]:.3f}"))
         status = ", interrupted" if self.interrupted else ""
@@ -100,6 +117,15 @@ class DemoReport:
             return "none"
         kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(self.errors.items()))
         return f"{sum(self.errors.values()):,} ({kinds})"
+
+    def _limits(self) -> str:
+        """The host limit's path: ``16 → 32 → 17 (probing) → 16 (hold)``."""
+        steps = self.limits
+        if len(steps) > LIMIT_STEPS:
+            steps = [*steps[: LIMIT_STEPS // 2], (-1, ""), *steps[-LIMIT_STEPS // 2 :]]
+        path = " → ".join("…" if n < 0 else str(n) for n, _ in steps)
+        served = "" if self.service_limit is None else f"; the service allows {self.service_limit}"
+        return f"{path} ({steps[-1][1]}){served}"
 
     def _skipped(self) -> str:
         budget = "" if self.max_errors is None else f", at most --max-errors {self.max_errors:,}"
@@ -207,9 +233,21 @@ async def run_demo(args: argparse.Namespace, report: DemoReport, out: TextIO) ->
         report.device = device
         make_step = trainer.submit(_make_step, 1, device)  # imports torch meanwhile
         if args.url is None:
+            max_concurrent, max_rate = args.max_concurrent, args.max_rate
+            if args.adaptive and max_concurrent is None and max_rate is None:
+                max_concurrent = DEMO_MAX_CONCURRENT
             service = ImageService(
-                count=args.count, latency_ms=args.latency_ms, error_rate=args.error_rate
+                count=args.count,
+                latency_ms=args.latency_ms,
+                error_rate=args.error_rate,
+                max_concurrent=max_concurrent,
+                max_rate=max_rate,
+                retry_after=args.retry_after,
             )
+            if max_concurrent is not None:
+                report.service_limit = f"{max_concurrent} at once"
+            elif max_rate is not None:
+                report.service_limit = f"{max_rate:g} per second"
             await stack.enter_async_context(service)
             template, label = service.url_template, service.label
             report.source = (
@@ -226,9 +264,14 @@ async def run_demo(args: argparse.Namespace, report: DemoReport, out: TextIO) ->
         report.consumer, step = await asyncio.wrap_future(make_step)
         report.batch_size = args.batch_size
         report.max_errors = args.max_errors
+        adaptive = None
+        if args.adaptive:  # from --concurrency, as a naive setting would be, down to the host's
+            adaptive = Adaptive(max=args.concurrency, start=args.concurrency)
+            report.limits.append((args.concurrency, "start"))
         fetcher = HttpFetcher(
             image=ImageOptions(size=(args.image_size, args.image_size)),
             retry=Retry(attempts=4, backoff=0.05, deadline=10.0),
+            adaptive=adaptive,
         )
         sink = None
         if device is not None:  # uint8 crosses to the device, converted there
@@ -328,6 +371,8 @@ def _progress(feed: Feed, report: DemoReport, progress: tqdm[Any], rows: int) ->
             "waiting": f"{report.waiting_share:.0%}",
             "loss": f"{report.losses[-1]:.2f}",
         }
+        if report.limits:
+            labels["limit"] = report.limits[-1][0]
         progress.set_postfix(labels, refresh=False)
 
 
@@ -336,8 +381,15 @@ def _account(feed: Feed, report: DemoReport) -> None:
     report.skipped = stats.fetch_errors
     errors: dict[str, int] = {}
     report.retries = 0
+    report.throttled = 0
     for host in stats.hosts.values():
         report.retries += host["retries"]
+        report.throttled += host["errors"].get("http_429", 0)
         for kind, n in host["errors"].items():
             errors[kind] = errors.get(kind, 0) + n
+        limit = host.get("limit")
+        if limit is not None and (not report.limits or report.limits[-1][0] != limit):
+            report.limits.append((int(limit), str(host.get("limit_reason", ""))))
+        elif limit is not None:
+            report.limits[-1] = (int(limit), str(host.get("limit_reason", "")))
     report.errors = errors

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from asyncfeed.batch import Batch
 from asyncfeed.handoff import SinkBridge
 from asyncfeed.queues import Channel
-from asyncfeed.batch import Batch
 from asyncfeed.sinks import BlobsQueue, Sink
 from asyncfeed.stats import DropCause, Ledger, Stage
 

@@ -25,7 +25,8 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
 
 
 def test_import_loads_none_of_the_heavy_or_optional_modules() -> None:
-    heavy = ("aiohttp", "PIL", "simplejpeg", "aiofiles", "torch", "ray", "prometheus_client")
+    heavy: tuple[str, ...] = ("aiohttp", "PIL", "simplejpeg", "aiofiles", "torch", "ray")
+    heavy += ("prometheus_client", "opentelemetry")  # the metrics extras
     code = (
         "import sys, asyncfeed; "
         f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))"

@@ -23,7 +23,7 @@ from ..errors import ConfigError, DecodeError, FetchError
 from ..options import check_positive_int
 from .decode import decode_image
 from .image_options import ImageOptions
-from .loader import Loader, chunk_from, split_key
+from .loader import Loader, chunk_from, feed_concurrency, split_key
 from .transform import Item, Transform, check_transform, describe, run_transform
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ class FileFetcher(Loader):
         """Reads block on the disk: by default one thread per fetch worker, up to a cap."""
         if self._threads_given or feed is None:
             return self._decode_threads
-        return max(self._decode_threads, min(feed.concurrency, MAX_IO_THREADS))
+        return max(self._decode_threads, min(feed_concurrency(feed), MAX_IO_THREADS))
 
     async def __call__(self, key: Any) -> list[np.ndarray] | dict[str, np.ndarray] | None:
         """Read, decode and transform one file into a one-row chunk (or a chunk of its rows).

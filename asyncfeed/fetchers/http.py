@@ -18,6 +18,16 @@ long as ``Retry-After`` says, for at most ``retry.attempts`` requests and ``retr
 seconds. A fetch that fails for good raises :class:`HttpError` (URL, status, attempts) or
 :class:`DecodeError`; the feed's error policy then stops the feed or skips the key within
 ``max_errors``.
+
+**Adaptive.** When the feed's ``concurrency`` is an :class:`~asyncfeed.Adaptive` (or with
+``adaptive=True``), every host gets a :class:`~asyncfeed.adaptive.HostPolicy`: a concurrency
+limit and a request rate that follow the host's answers, and a pause for its
+``Retry-After``. Requests wait for their host's policy in a :class:`~.throttle.HostGate`
+before they are sent; that wait is neither an attempt nor part of the retry deadline, and
+a request refused with 429 (or any answer with ``Retry-After``) goes back to the front of
+its host's line: the policy, not the backoff, decides when it goes again. A throttling
+host costs time, never keys. What the fetcher learned about a host is kept across opens
+(a feed per epoch), as long as the bounds stay the same.
 """
 
 from __future__ import annotations
@@ -25,20 +35,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 import aiohttp
 import numpy as np
 from yarl import URL
 
+from ..adaptive import Adaptive, HostPolicy, Outcome
 from ..errors import ConfigError, DecodeError, HttpError
 from ..options import check_positive_int
+from .attempt import Failed, attempt, final_error
 from .hoststats import HostStats
 from .image_options import ImageOptions
-from .loader import Loader, chunk_from, split_key
-from .retry import Retry, parse_retry_after, retryable_status
+from .loader import Loader, chunk_from, feed_concurrency, split_key
+from .retry import Retry
+from .throttle import HostGate
 from .transform import Transform, check_transform, describe, load_image
 
 if TYPE_CHECKING:
@@ -48,30 +61,12 @@ __all__ = ["DEFAULT_TIMEOUT", "HttpFetcher"]
 
 log = logging.getLogger("asyncfeed.http")
 
+T = TypeVar("T")
+
 MiB: Final = 1 << 20
 DEFAULT_TIMEOUT: Final = aiohttp.ClientTimeout(total=60.0, connect=10.0, sock_read=20.0)
 DEFAULT_LIMIT: Final = 64  # connections when opened outside a feed
 IMAGE_TYPES: Final = ("image/", "application/octet-stream")
-ERROR_BODY_READ: Final = 64 << 10
-
-
-class _Failed(Exception):
-    """One failed attempt: its kind, status, whether to retry, and a Retry-After wait."""
-
-    def __init__(
-        self,
-        kind: str,
-        detail: str,
-        *,
-        status: int | None = None,
-        retry: bool = False,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.kind = kind
-        self.status = status
-        self.retry = retry
-        self.retry_after = retry_after
 
 
 @final
@@ -95,6 +90,11 @@ class HttpFetcher(Loader):
             an array, a mapping of blob name to array, or None to drop the key (see
             ``transform.py``). Must pickle with ``processes=N``.
         executor, decode_threads: where decoding runs (see :class:`~asyncfeed.loader.Loader`).
+        adaptive: per-host adaptive limits (see the module's docstring). None (default):
+            when the feed's ``concurrency`` is an ``Adaptive``; True: always, with the
+            feed's bounds or ``Adaptive()``'s; an ``Adaptive``: always, with its bounds;
+            False: never. The host limit starts at ``initial`` and stays within
+            ``[1, max]``.
 
     A key is a URL, a ``(url, label)`` pair or a mapping with ``"url"`` (and ``"label"``); the
     chunk is ``[image[None]]`` or ``[image[None], label[None]]`` (a transform's mapping:
@@ -120,8 +120,11 @@ class HttpFetcher(Loader):
         transform: Transform | None = None,
         executor: Executor | None = None,
         decode_threads: int | None = None,
+        adaptive: bool | Adaptive | None = None,
     ) -> None:
         super().__init__(executor=executor, decode_threads=decode_threads)
+        if adaptive is not None and not isinstance(adaptive, bool | Adaptive):
+            raise ConfigError(f"adaptive must be None, a bool or an Adaptive, got {adaptive!r}")
         if image is not None and not isinstance(image, ImageOptions):
             raise ConfigError(f"image must be an ImageOptions, got {image!r}")
         if session is not None and not isinstance(session, aiohttp.ClientSession):
@@ -143,8 +146,14 @@ class HttpFetcher(Loader):
         self._limit: Final = None if limit is None else check_positive_int("limit", limit)
         self._headers: Final = dict(headers or {})
         self._transform: Final = check_transform(transform)
+        self._adaptive_arg: Final = adaptive
+        self._feed_adaptive: Adaptive | None = None
+        self._adaptive: Adaptive | None = None
         self._session: aiohttp.ClientSession | None = None
         self._stats = HostStats()
+        self._gates: dict[str, HostGate] = {}  # while open, on its loop
+        self._policies: dict[str, HostPolicy] = {}  # kept across opens: hosts stay learned
+        self._held = 0
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
@@ -156,11 +165,45 @@ class HttpFetcher(Loader):
         """The session in use while open, else None."""
         return self._session
 
+    @property
+    def adaptive(self) -> Adaptive | None:
+        """The adaptive bounds of the last open (None: fixed, no host limits)."""
+        return self._adaptive
+
+    def use_adaptive(self, adaptive: Adaptive | None) -> None:
+        """Follow a feed's adaptive policy where the fetcher opens without the feed.
+
+        A feed calls this before it hands the fetcher to worker processes, which open it
+        lazily; ``open(feed)`` reads the feed's policy by itself. ``adaptive=False`` at
+        construction still wins.
+        """
+        if adaptive is not None and not isinstance(adaptive, Adaptive):
+            raise ConfigError(f"adaptive must be None or an Adaptive, got {adaptive!r}")
+        self._feed_adaptive = adaptive
+
+    def _resolve_adaptive(self, feed: Feed | None) -> Adaptive | None:
+        arg = self._adaptive_arg
+        if arg is False:
+            return None
+        if isinstance(arg, Adaptive):
+            return arg
+        followed = self._feed_adaptive
+        if feed is not None:
+            concurrency: object = feed.options.concurrency
+            followed = concurrency if isinstance(concurrency, Adaptive) else None
+        if arg is True:
+            return followed or Adaptive()
+        return followed
+
     def _open_resources(self, feed: Feed | None) -> None:
+        adaptive = self._resolve_adaptive(feed)
+        if adaptive != self._adaptive:
+            self._policies = {}  # other bounds: learn again
+        self._adaptive = adaptive
         if self._user_session is not None:
             self._session = self._user_session
             return
-        limit = self._limit or (feed.concurrency if feed is not None else DEFAULT_LIMIT)
+        limit = self._limit or _connections(feed)
         connector = aiohttp.TCPConnector(
             limit=limit, limit_per_host=0, keepalive_timeout=30.0, ttl_dns_cache=300
         )
@@ -169,22 +212,34 @@ class HttpFetcher(Loader):
         )
 
     async def _close_resources(self) -> None:
+        gates, self._gates = self._gates, {}
+        for gate in gates.values():
+            gate.close()
         session, self._session = self._session, None
         if session is not None and session is not self._user_session:
             await session.close()
 
     def host_stats(self) -> dict[str, dict[str, Any]]:
-        """Per host: requests, bytes, retries, errors by kind, latency p50/p99 (seconds)."""
-        return self._stats.snapshot()
+        """Per host: requests by status class, bytes, retries by reason, errors by kind,
+        latency histogram and p50/p99 (seconds), in flight, rate, held; with adaptive
+        limits also ``limit``, ``rate_limit`` and their reasons (see ``hoststats.py``)."""
+        hosts = self._stats.snapshot()
+        now = time.monotonic()
+        for host, policy in dict(self._policies).items():  # a copy: the loop may add hosts
+            hosts.setdefault(host, {}).update(policy.snapshot(now))
+        return hosts
+
+    def _throttled(self) -> int:
+        return self._held
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state.update(_session=None)
+        state.update(_session=None, _gates={}, _policies={}, _held=0, _adaptive=None)
         del state["_stats"]  # holds a lock; a fresh one is made on unpickling
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        super().__setstate__(state)
         self._stats = HostStats()
 
     # -- fetching -------------------------------------------------------------------------
@@ -234,131 +289,107 @@ class HttpFetcher(Loader):
                 key=key,
             )
         host = target.host if target.is_default_port() else f"{target.host}:{target.port}"
+        gate = self._gate(host)
         stats = self._stats
         policy = self._retry
-        attempt = 0
+        attempts = 0
+        held = 0.0  # seconds held by the host's gate: not part of the retry deadline
         first = time.perf_counter()
+        again = False
         while True:
-            attempt += 1
+            ticket = None
+            if gate is not None:
+                ticket = gate.try_acquire()
+                if ticket is None:
+                    since = time.perf_counter()
+                    ticket = await self._held_for(host, gate.acquire(first=again))
+                    held += time.perf_counter() - since
+            attempts += 1
+            stats.sent(host)
             start = time.perf_counter()
             try:
-                data = await self._get_once(session, target)
-            except _Failed as exc:
-                failure, cause = exc, exc.__cause__
-            except TimeoutError as exc:
-                detail = f"timed out ({_describe(self._timeout)})"
-                failure, cause = _Failed("timeout", detail, retry=True), exc
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-                detail = f"{type(exc).__name__}: {exc}"
-                failure, cause = _Failed("connection", detail, retry=True), exc
-            except aiohttp.ClientError as exc:
-                failure, cause = _Failed("client", f"{type(exc).__name__}: {exc}"), exc
+                data = await attempt(
+                    session,
+                    target,
+                    timeout=self._timeout,
+                    types=self._types,
+                    max_bytes=self._max_bytes,
+                )
+            except Failed as exc:
+                failure = exc
+            except BaseException:  # cancelled: the request ends unobserved
+                if gate is not None and ticket is not None:
+                    gate.release(ticket, Outcome.CANCELLED)
+                raise
             else:
                 stats.request(host, time.perf_counter() - start, len(data))
+                if gate is not None and ticket is not None:
+                    gate.release(ticket, Outcome.OK)
                 return data, host
+            finally:
+                stats.ended(host)
             now = time.perf_counter()
+            paced = gate is not None and failure.paced
+            if gate is not None and ticket is not None:
+                gate.release(ticket, _outcome(failure), failure.retry_after)
+            elapsed = now - first - held
             wait = None
-            if failure.retry:
-                wait = policy.next_wait(attempt, now - first, failure.retry_after)
+            if failure.retry:  # adaptive: the gate holds a throttled request, not a sleep
+                wait = policy.next_wait(attempts, elapsed, None if paced else failure.retry_after)
             responded = failure.status is not None
             if responded:
-                stats.request(host, now - start, 0)
-            kind = f"http_{failure.status}" if failure.kind == "status" else failure.kind
-            stats.failed(host, kind, retried=wait is not None, responded=responded)
+                stats.request(host, now - start, 0, failure.status)
+            stats.failed(
+                host,
+                failure.reason,
+                retried=wait is not None,
+                responded=responded,
+                latency=now - start,
+            )
             if wait is None:
-                raise _final_error(url, key, attempt, failure, policy, now - first) from cause
-            log.debug("GET %s attempt %d: %s; retrying in %.3f s", url, attempt, failure, wait)
-            await asyncio.sleep(wait)
+                error = final_error(url, key, attempts, failure, policy, elapsed)
+                raise error from failure.__cause__
+            again = True
+            if paced:
+                log.debug("GET %s attempt %d: %s; back in line", url, attempts, failure)
+                continue
+            log.debug("GET %s attempt %d: %s; retrying in %.3f s", url, attempts, failure, wait)
+            await self._held_for(host, asyncio.sleep(wait))
 
-    async def _get_once(self, session: aiohttp.ClientSession, target: URL) -> bytes:
-        async with session.get(target, timeout=self._timeout) as resp:
-            status = resp.status
-            if not 200 <= status < 300:
-                retry = retryable_status(status)
-                retry_after = None
-                if retry:
-                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                length = resp.content_length
-                if length is not None and length <= ERROR_BODY_READ:
-                    await resp.read()  # a short error body: read it so the connection is reused
-                raise _Failed(
-                    "status",
-                    f"HTTP {status} {resp.reason or ''}".rstrip(),
-                    status=status,
-                    retry=retry,
-                    retry_after=retry_after,
-                )
-            types = self._types
-            if types is not None and not resp.content_type.startswith(types):
-                raise _Failed(
-                    "content_type",
-                    f"content type {resp.content_type!r} is not one of {list(types)}",
-                    status=status,
-                )
-            limit = self._max_bytes
-            length = resp.content_length
-            if length is not None and length > limit:
-                raise _Failed(
-                    "too_large",
-                    f"body of {length:,} bytes is larger than max_bytes={limit:,}",
-                    status=status,
-                )
-            if length is not None and resp.headers.get("Content-Encoding", "identity") in (
-                "identity",
-                "",
-            ):
-                return await resp.read()  # the parser stops at Content-Length
-            return await _read_limited(resp, limit, status)
+    def _gate(self, host: str) -> HostGate | None:
+        adaptive = self._adaptive
+        if adaptive is None:
+            return None
+        gate = self._gates.get(host)
+        if gate is None:
+            policy = self._policies.get(host)
+            if policy is None:
+                policy = self._policies[host] = HostPolicy(adaptive)
+            gate = self._gates[host] = HostGate(policy, asyncio.get_running_loop())
+        return gate
+
+    async def _held_for(self, host: str, wait: Awaitable[T]) -> T:
+        """Await ``wait`` counted as a request held back (``load()``, ``held`` per host)."""
+        self._held += 1
+        self._stats.held(host, 1)
+        since = time.perf_counter()
+        try:
+            return await wait
+        finally:
+            self._held -= 1
+            self._stats.held(host, -1, time.perf_counter() - since)
 
 
-async def _read_limited(resp: aiohttp.ClientResponse, limit: int, status: int) -> bytes:
-    """Read a body of unknown length, failing as soon as it passes ``limit`` bytes."""
-    buf = bytearray()
-    async for piece in resp.content.iter_any():
-        buf += piece
-        if len(buf) > limit:
-            raise _Failed(
-                "too_large",
-                f"body is larger than max_bytes={limit:,} (stopped reading at {len(buf):,})",
-                status=status,
-            )
-    return bytes(buf)
+def _outcome(failure: Failed) -> Outcome:
+    if failure.status == 429:
+        return Outcome.THROTTLED
+    if failure.status == 503:
+        return Outcome.UNAVAILABLE
+    if failure.kind == "timeout":
+        return Outcome.TIMEOUT
+    return Outcome.FAILED
 
 
-def _final_error(
-    url: str, key: Any, attempts: int, failure: _Failed, policy: Retry, elapsed: float
-) -> HttpError:
-    plural = "s" if attempts != 1 else ""
-    if failure.status is not None and failure.kind == "status":
-        what = str(failure)
-    elif failure.status is not None:
-        what = f"HTTP {failure.status}, {failure}"
-    else:
-        what = f"no response (status none), {failure}"
-    why = ""
-    if failure.retry and attempts < policy.attempts:  # the deadline ended the retries
-        left = policy.deadline - elapsed
-        if failure.retry_after is not None and 0 < left < failure.retry_after:
-            why = (
-                f" (Retry-After {failure.retry_after:g} s ends past the retry deadline, "
-                f"{left:.1f} s away)"
-            )
-        else:
-            why = f" in {elapsed:.1f} s (retry deadline {policy.deadline:g} s)"
-    return HttpError(
-        f"GET {url} failed after {attempts} attempt{plural}{why}: {what}",
-        url=url,
-        status=failure.status,
-        attempts=attempts,
-        kind=failure.kind,
-        key=key,
-    )
-
-
-def _describe(timeout: aiohttp.ClientTimeout) -> str:
-    parts = [
-        f"{name}={value} s"
-        for name in ("total", "connect", "sock_connect", "sock_read")
-        if (value := getattr(timeout, name)) is not None
-    ]
-    return ", ".join(parts) or "no limits"
+def _connections(feed: Feed | None) -> int:
+    """Connections of the fetcher's own session: the feed's (largest) concurrency."""
+    return DEFAULT_LIMIT if feed is None else feed_concurrency(feed)

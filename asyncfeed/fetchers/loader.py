@@ -27,11 +27,20 @@ import numpy as np
 
 from ..bridge import DaemonThreadPool, to_thread
 from ..errors import ConfigError, FeedStateError, FetchError
+from .decodeload import DecodeLoad
 
 if TYPE_CHECKING:
     from ..feed import Feed
 
-__all__ = ["NO_LABEL", "Loader", "SeedFetch", "chunk_from", "chunk_of", "split_key"]
+__all__ = [
+    "NO_LABEL",
+    "Loader",
+    "SeedFetch",
+    "chunk_from",
+    "chunk_of",
+    "feed_concurrency",
+    "split_key",
+]
 
 log = logging.getLogger("asyncfeed.loader")
 
@@ -39,6 +48,17 @@ T = TypeVar("T")
 
 NO_LABEL: Final = object()
 POOL_JOIN_TIMEOUT: Final = 5.0
+
+
+def feed_concurrency(feed: Feed) -> int:
+    """The most fetch calls ``feed`` may have in flight (an adaptive policy's ``max``)."""
+    concurrency: object = feed.options.concurrency
+    if isinstance(concurrency, int):
+        return concurrency
+    bound = getattr(concurrency, "max", None)  # an Adaptive
+    if isinstance(bound, int):
+        return bound
+    raise TypeError(f"feed concurrency {concurrency!r} is neither an int nor an Adaptive")
 
 
 def split_key(key: Any, location: str) -> tuple[Any, Any]:
@@ -123,6 +143,7 @@ class Loader(abc.ABC):
         self._pool: Executor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._users = 0
+        self._decode = DecodeLoad()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -225,7 +246,30 @@ class Loader(abc.ABC):
 
     async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in the decode pool; on cancel the call finishes unobserved."""
-        return await asyncio.wrap_future(self._ensure_open().submit(fn, *args))
+        pool = self._ensure_open()
+        future = pool.submit(self._decode.wrap(fn, args))
+        future.add_done_callback(self._decode.dropped)
+        return await asyncio.wrap_future(future)
+
+    def load(self) -> dict[str, int | float]:
+        """What holds fetches up now; cheap, from any thread.
+
+        ``decode_queued``: calls waiting for a decode thread; ``decode_running``: calls in
+        one; ``decode_wait_s``: seconds all calls waited for a thread so far;
+        ``throttled``: requests held back right now (retry backoff, ``Retry-After``, an
+        adaptive limit or rate; always 0 for fetchers without them).
+        """
+        queued, running, wait = self._decode.snapshot()
+        return {
+            "decode_queued": queued,
+            "decode_running": running,
+            "decode_wait_s": wait,
+            "throttled": self._throttled(),
+        }
+
+    def _throttled(self) -> int:
+        """Subclasses: requests held back now."""
+        return 0
 
     # -- seed-style use -------------------------------------------------------------------
 
@@ -250,7 +294,12 @@ class Loader(abc.ABC):
         """Pickle the configuration only: resources are recreated in the loop that opens it."""
         state = dict(self.__dict__)
         state.update(_pool=None, _loop=None, _users=0)
+        del state["_decode"]  # holds a lock; a fresh one is made on unpickling
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._decode = DecodeLoad()
 
 
 @final
@@ -285,3 +334,12 @@ class SeedFetch:
 
     def host_stats(self) -> Mapping[str, Mapping[str, Any]]:
         return self.fetcher.host_stats()
+
+    def load(self) -> dict[str, int | float]:
+        return self.fetcher.load()
+
+    def use_adaptive(self, adaptive: Any) -> None:
+        """Forwarded to the fetcher, if it adapts (see ``HttpFetcher.use_adaptive``)."""
+        use = getattr(self.fetcher, "use_adaptive", None)
+        if use is not None:
+            use(adaptive)

@@ -15,7 +15,17 @@ with an injectable latency and error rate, at two kinds of address:
 
 Synthetic image ``i`` belongs to class ``i % classes`` (its colour scheme depends on the class),
 so a model can learn something from it; :meth:`ImageService.records` gives ``(url, label)``
-keys. The server records requests, injected errors and the peak number of requests in flight.
+keys. The server records requests, injected errors, refusals and the peak number of requests
+in flight.
+
+Two throttling modes make it behave like a service under load (image requests only):
+
+- ``max_concurrent=K``: at most ``K`` requests are served at once; one more is refused at
+  once with 429 and ``Retry-After`` (``retry_after`` seconds), and the latency of the
+  served ones rises with load, to 1.5 times ``latency_ms`` at ``K`` in flight;
+- ``max_rate=R``: at most ``R`` requests per second are served (a token bucket holding
+  one second of them, and at least one); the others are refused at once with 429
+  *without* ``Retry-After``, as a rate-limiting proxy answers.
 """
 
 from __future__ import annotations
@@ -115,6 +125,9 @@ class ImageService:
         directory: serve the images of this folder instead (read into memory at start-up).
         seed: seeds the error injection.
         port: the port to listen on (0: any free port).
+        max_concurrent: serve at most this many image requests at once (None: no limit).
+        max_rate: serve at most this many image requests per second (None: no limit).
+        retry_after: the ``Retry-After`` seconds of a ``max_concurrent`` refusal.
 
     Raises:
         ConfigError: for any invalid argument, or a folder without images.
@@ -133,6 +146,9 @@ class ImageService:
         directory: str | os.PathLike[str] | None = None,
         seed: int = 0,
         port: int = 0,
+        max_concurrent: int | None = None,
+        max_rate: float | None = None,
+        retry_after: int = 1,
     ) -> None:
         self.count = check_positive_int("count", count)
         self.size: Final = check_positive_int("size", size)
@@ -145,6 +161,20 @@ class ImageService:
             raise ConfigError(f"latency_ms must be a number >= 0, got {latency_ms!r}")
         if not isinstance(error_rate, int | float) or not 0 <= error_rate <= 1:
             raise ConfigError(f"error_rate must be a number in [0, 1], got {error_rate!r}")
+        if max_concurrent is not None:
+            check_positive_int("max_concurrent", max_concurrent)
+        if max_rate is not None and (
+            isinstance(max_rate, bool)
+            or not isinstance(max_rate, int | float)
+            or not 0 < max_rate < float("inf")
+        ):
+            raise ConfigError(f"max_rate must be a finite number > 0 or None, got {max_rate!r}")
+        self.max_concurrent: Final = max_concurrent
+        self.max_rate: Final = None if max_rate is None else float(max_rate)
+        self.retry_after: Final = check_positive_int("retry_after", retry_after, minimum=0)
+        self._burst = max(1.0, self.max_rate or 0.0)  # tokens the bucket holds at most
+        self._tokens = self._burst
+        self._refilled = 0.0
         self.fmt: Final = fmt
         self.latency = float(latency_ms) / 1000.0
         self.error_rate = float(error_rate)
@@ -160,6 +190,7 @@ class ImageService:
         self.bytes_sent = 0
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.throttled = 0
 
     # -- addresses ------------------------------------------------------------------------
 
@@ -203,8 +234,8 @@ class ImageService:
         return self._bodies[i % self.count]
 
     def reset_counters(self) -> None:
-        """Zero the request counters and the recorded peak."""
-        self.requests = self.errors_injected = self.bytes_sent = 0
+        """Zero the request counters (refusals too) and the recorded peak."""
+        self.requests = self.errors_injected = self.bytes_sent = self.throttled = 0
         self.peak_in_flight = self.in_flight
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -277,14 +308,39 @@ class ImageService:
         name = request.match_info["name"]
         return await self._respond(self._by_name.get(name), f"no image named {name!r}")
 
+    def _refuse(self) -> web.Response | None:
+        """A 429 when the request is over ``max_concurrent`` or ``max_rate``, else None."""
+        limit = self.max_concurrent
+        if limit is not None and self.in_flight >= limit:
+            self.throttled += 1
+            headers = {"Retry-After": str(self.retry_after)}
+            return web.Response(status=429, text="too many requests at once", headers=headers)
+        rate = self.max_rate
+        if rate is not None:
+            now = asyncio.get_running_loop().time()
+            if self._refilled:
+                self._tokens = min(self._burst, self._tokens + (now - self._refilled) * rate)
+            self._refilled = now
+            if self._tokens < 1.0:
+                self.throttled += 1
+                return web.Response(status=429, text="too many requests per second")
+            self._tokens -= 1.0
+        return None
+
     async def _respond(self, index: int | None, missing: str) -> web.StreamResponse:
         """Image ``index`` after the injected latency and errors; a 404 when it is None."""
         self.requests += 1
+        refusal = self._refuse()
+        if refusal is not None:
+            return refusal
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
-            if self.latency:
-                await asyncio.sleep(self.latency)  # the injected latency under test
+            latency = self.latency
+            if latency and self.max_concurrent is not None:  # slower under load
+                latency *= 1.0 + 0.5 * (self.in_flight - 1) / self.max_concurrent
+            if latency:
+                await asyncio.sleep(latency)  # the injected latency under test
             if self.error_rate and self._rng.random() < self.error_rate:
                 self.errors_injected += 1
                 return web.Response(status=503, text="injected error")
