@@ -14,11 +14,11 @@ LINT_DIRS := $(wildcard asyncfeed tests benchmarks examples)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,torch]'
+	$(BIN)/python -m pip install -q -e '.[dev,torch,ray]'
 	touch $@
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[dev,torch,bench]'
+	$(BIN)/python -m pip install -q -e '.[dev,torch,ray,bench]'
 	touch $@
 
 lint: $(STAMP)

@@ -28,8 +28,9 @@ if _typing.TYPE_CHECKING:
     from .fetchers.files import iter_files as iter_files
     from .fetchers.http import HttpFetcher as HttpFetcher
     from .fetchers.retry import Retry as Retry
-    from .procs.options import Processes as Processes
     from .fetchers.service import ImageService as ImageService
+    from .procs.options import Processes as Processes
+    from .ray.options import RayActors as RayActors
     from .rebatch import Batch as Batch
     from .rebatch import Rebatcher as Rebatcher
     from .sinks import BlobsQueue as BlobsQueue
@@ -66,6 +67,7 @@ _EXPORTS: dict[str, str] = {
     "ImageOptions": ".fetchers.decode",
     "ImageService": ".fetchers.service",
     "Processes": ".procs.options",
+    "RayActors": ".ray.options",
     "Rebatcher": ".rebatch",
     "RecordError": ".errors",
     "RemoteTraceback": ".errors",
