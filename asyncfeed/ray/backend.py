@@ -23,21 +23,20 @@ of the feed's outlives it.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final, final
 
-from ..backend import KeyCall, Outcome, SeedCall
+from ..backend import KeyCall, SeedCall
 from ..errors import AsyncFeedError, FetchError
 from ..fetchers.hoststats import merge_host_stats
 from ..procs.options import WorkerSpec
 from .actor import FetchActor
-from .calls import Batch, Call, copy_out, describe_calls, unpack_error
+from .calls import describe_calls, unpack_error
 from .connect import LocalRay, join_ray, leave_ray
+from .dispatch import Dispatcher
 from .options import RayActors
 from .slots import Slot, SlotState
 
@@ -75,155 +74,30 @@ class RayBackend:
         self._opts: Final = workers
         self._spec: Final = spec
         self._source: Final = source
-        self._k: Final = workers.calls_per_batch
         self._max_concurrency: Final = concurrency + 4  # batches, the lifeline, close
-        self._owner = {wid: i % workers.n for i, wid in enumerate(worker_ids)}
         self._slots: Final = [Slot(i) for i in range(workers.n)]
-        self._queue: deque[Call] = deque()  # keyed calls waiting for an actor
+        self._calls: Final = Dispatcher(
+            self._slots,
+            keys_per_call=workers.calls_per_batch,
+            worker_ids=worker_ids,
+            on_loss=self._lost,
+        )
         self._token: Final = uuid.uuid4().hex[:8]
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._flush_at: asyncio.Handle | None = None
         self._ray: Any = None
         self._local: LocalRay | None = None
         self._actor_cls: Any = None
-        self._loss_types: tuple[type[BaseException], ...] = ()
         self._initial: asyncio.Future[None] | None = None
         self._broken: asyncio.Future[FetchError] | None = None
         self._stopping = False
         self._old_hosts: list[dict[str, dict[str, Any]]] = []
 
-    # -- the calls the feed's fetch workers make -----------------------------------------------
-
     def seed_call(self, worker_id: int, batch_size: int) -> SeedCall:
         """``fn(worker_id, batch_size)`` on the actor that owns ``worker_id``."""
-        return _SeedCall(self._submit, worker_id, batch_size)
+        return self._calls.seed_call(worker_id, batch_size)
 
     def key_call(self) -> KeyCall:
-        """``fn(key)`` on the actor with the fewest calls in flight."""
-        return self._key
-
-    def _key(self, key: Any) -> Awaitable[Outcome]:
-        return self._submit((key,), key, None)
-
-    async def _submit(self, args: tuple[Any, ...], key: Any, worker_id: int | None) -> Outcome:
-        begin = time.perf_counter()
-        loop = self._loop
-        assert loop is not None
-        call = Call(args, key, worker_id, loop.create_future())
-        if worker_id is None:
-            self._queue.append(call)
-        else:
-            self._slots[self._owner[worker_id]].queue.append(call)
-        self._schedule_flush()
-        returned, value = await call.future  # cancelled: the call is skipped or ignored
-        return returned, value, time.perf_counter() - begin
-
-    def _schedule_flush(self) -> None:
-        if self._flush_at is None and self._loop is not None and not self._stopping:
-            self._flush_at = self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        """Send what waits: one actor call per ``keys_per_call`` calls, per actor."""
-        self._flush_at = None
-        if self._stopping:
-            return
-        k = self._k
-        for slot in self._slots:
-            if slot.state is SlotState.READY and slot.queue:
-                calls = [c for c in slot.queue if c.waiting]
-                slot.queue.clear()
-                for i in range(0, len(calls), k):
-                    self._send(slot, calls[i : i + k])
-        queue = self._queue
-        ready = [(s.load, s.index) for s in self._slots if s.state is SlotState.READY]
-        if not queue or not ready:
-            return  # keyed calls wait for an actor to be ready
-        heapq.heapify(ready)
-        groups: dict[int, list[Call]] = {}
-        while queue:
-            call = queue.popleft()
-            if not call.waiting:
-                continue
-            load, index = heapq.heappop(ready)
-            groups.setdefault(index, []).append(call)
-            heapq.heappush(ready, (load + 1, index))
-        for index, calls in groups.items():
-            for i in range(0, len(calls), k):
-                self._send(self._slots[index], calls[i : i + k])
-
-    def _send(self, slot: Slot, calls: list[Call]) -> None:
-        try:
-            ref = slot.handle.run.remote([c.args for c in calls])
-        except Exception as exc:  # an argument Ray cannot serialize: find which
-            if len(calls) > 1:
-                for call in calls:
-                    self._send(slot, [call])
-            else:
-                calls[0].resolve(False, exc)
-            return
-        batch = Batch(slot.index, slot.incarnation, calls)
-        batch.ref = ref
-        slot.batches[batch] = None
-        slot.load += len(calls)
-        for call in calls:
-            call.sent += 1
-        self._when_done(ref, self._settle, batch, copy=True)
-
-    def _when_done(self, ref: Any, callback: Callable[..., None], *args: Any, copy: bool) -> None:
-        """Call ``callback(*args, (ok, value))`` on the loop once ``ref`` is ready.
-
-        The value is taken (and, for batches, copied out of the object store) on Ray's
-        thread, so the loop only hands outcomes to their workers.
-        """
-        loop = self._loop
-        assert loop is not None
-        handler: Any = callback
-
-        def done(cf: Any) -> None:
-            # Never raise here: a traceback would hold this frame, the future and the ref.
-            result: tuple[bool, Any]
-            exc = cf.exception() if not cf.cancelled() else RuntimeError("cancelled")
-            if exc is not None:
-                result = (False, exc)
-            elif copy:
-                outcomes, hosts = cf.result()
-                try:
-                    result = (True, (copy_out(outcomes), hosts))
-                except Exception as error:
-                    result = (False, error.with_traceback(None))
-                del outcomes
-            else:
-                result = (True, cf.result())
-            del cf
-            try:
-                loop.call_soon_threadsafe(handler, *args, result)
-            except RuntimeError:  # the loop is closed: nobody waits any more
-                pass
-
-        ref.future().add_done_callback(done)
-
-    def _settle(self, batch: Batch, result: tuple[bool, Any]) -> None:
-        """On the loop: a batch's outcomes to their calls, or its actor's loss."""
-        if batch.settled:
-            return
-        slot = self._slots[batch.slot]
-        ok, payload = result
-        if not ok and isinstance(payload, self._loss_types):
-            self._lost(slot, batch.incarnation, payload)
-            return
-        batch.settled = True
-        batch.ref = None
-        slot.batches.pop(batch, None)
-        slot.load -= len(batch.calls)
-        if not ok:
-            for call in batch.calls:
-                call.resolve(False, payload)
-            return
-        outcomes, hosts = payload
-        if hosts is not None:
-            slot.hosts = hosts
-        for call, (returned, value) in zip(batch.calls, outcomes, strict=True):
-            call.resolve(returned, value if returned else unpack_error(value))
+        """``fn(key)`` on the ready actor with the fewest calls in flight."""
+        return self._calls.key_call()
 
     # -- actors --------------------------------------------------------------------------------
 
@@ -233,20 +107,21 @@ class RayBackend:
         Raises:
             FetchError: an actor could not start, or ``worker_init`` failed in one; names it.
         """
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         self._broken = loop.create_future()
         self._initial = loop.create_future()
         try:
             self._ray, self._local = await join_ray(self._source)
             ray = self._ray
             ex = ray.exceptions
-            self._loss_types = (
+            loss_types = (
                 ex.RayActorError,
                 ex.ObjectLostError,
                 ex.WorkerCrashedError,
                 ex.NodeDiedError,
                 ex.ActorUnschedulableError,
             )
+            self._calls.bind(loop, loss_types)
             self._warn_missing_resources()
             self._actor_cls = ray.remote(FetchActor)
             for slot in self._slots:
@@ -299,7 +174,7 @@ class RayBackend:
         handle = self._actor_cls.options(**options).remote(slot.index, self._spec)
         incarnation = slot.new_incarnation(handle, name)
         slot.start_ref = handle.start.remote()
-        self._when_done(slot.start_ref, self._started, slot, incarnation, copy=False)
+        self._calls.when_done(slot.start_ref, self._started, slot, incarnation, copy=False)
 
     def _started(self, slot: Slot, incarnation: int, result: tuple[bool, Any]) -> None:
         if slot.incarnation != incarnation or self._stopping:
@@ -321,13 +196,13 @@ class RayBackend:
             return
         slot.state = SlotState.READY
         slot.lifeline = slot.handle.lifeline.remote()
-        self._when_done(slot.lifeline, self._ended, slot, incarnation, copy=False)
+        self._calls.when_done(slot.lifeline, self._ended, slot, incarnation, copy=False)
         log.debug("feed %r: %s started", self._source, slot.describe())
         initial = self._initial
         ready = all(s.state is SlotState.READY for s in self._slots)
         if initial is not None and not initial.done() and ready:
             initial.set_result(None)
-        self._schedule_flush()
+        self._calls.schedule_flush()
 
     def _ended(self, slot: Slot, incarnation: int, result: tuple[bool, Any]) -> None:
         """An actor's lifeline ended: the actor is gone."""
@@ -372,14 +247,13 @@ class RayBackend:
                 slot.restarts,
                 self._opts.max_restarts,
             )
-            self._queue.extendleft(reversed([c for c in calls if c.worker_id is None]))
-            slot.queue.extendleft(reversed([c for c in calls if c.worker_id is not None]))
+            self._calls.requeue(slot, calls)
             try:
                 self._create(slot)
             except Exception as again:
                 slot.state = SlotState.STARTING
                 self._lost(slot, slot.incarnation, again)
-            self._schedule_flush()
+            self._calls.schedule_flush()
             return
         slot.state = SlotState.DEAD
         message = (
@@ -390,7 +264,7 @@ class RayBackend:
             err = FetchError(message, worker_id=call.worker_id, key=call.key)
             err.__cause__ = exc
             call.resolve(False, err)
-        self._rehome(slot)
+        self._calls.rehome(slot)
         if all(s.state is SlotState.DEAD for s in self._slots):
             assert self._broken is not None
             if not self._broken.done():
@@ -399,22 +273,7 @@ class RayBackend:
                         f"every Ray actor of feed {self._source!r} is lost; the last: {message}"
                     )
                 )
-        self._schedule_flush()
-
-    def _rehome(self, dead: Slot) -> None:
-        """Seed-style worker ids of a dead actor move to the live ones, with their calls."""
-        live = [s for s in self._slots if s.state is not SlotState.DEAD]
-        if not live:
-            return
-        moved = 0
-        for wid, owner in self._owner.items():
-            if owner == dead.index:
-                self._owner[wid] = live[moved % len(live)].index
-                moved += 1
-        for call in dead.queue:
-            if call.waiting and call.worker_id is not None:
-                self._slots[self._owner[call.worker_id]].queue.append(call)
-        dead.queue.clear()
+        self._calls.schedule_flush()
 
     async def watch(self) -> None:
         """Raise once no actor is left (each lost one failed its calls, or was replaced).
@@ -431,10 +290,7 @@ class RayBackend:
         Never raises; drops every object ref the feed held.
         """
         self._stopping = True
-        if self._flush_at is not None:
-            self._flush_at.cancel()
-            self._flush_at = None
-        self._queue.clear()
+        self._calls.close()
         ray = self._ray
         try:
             if ray is not None:
@@ -448,7 +304,6 @@ class RayBackend:
         finally:
             for slot in self._slots:
                 slot.take_batches()
-                slot.queue.clear()
                 slot.start_ref = slot.lifeline = slot.handle = None
         self._actor_cls = None
         await leave_ray(self._local, deadline)
@@ -458,7 +313,7 @@ class RayBackend:
         live = [s for s in self._slots if s.handle is not None and s.state is SlotState.READY]
         closes: list[tuple[Slot, asyncio.Future[tuple[bool, Any]]]] = []
         for slot in live:
-            closes.append((slot, self._future_of(slot.handle.close.remote())))
+            closes.append((slot, self._calls.future_of(slot.handle.close.remote())))
         grace = min(CLOSE_GRACE, 0.4 * (deadline - time.monotonic()))
         if closes and grace > 0:
             await asyncio.wait([f for _, f in closes], timeout=grace)
@@ -468,7 +323,7 @@ class RayBackend:
             fut.cancel()
         self._kill_all()
         ends = [
-            self._future_of(ref)
+            self._calls.future_of(ref)
             for s in self._slots
             if (ref := s.lifeline if s.lifeline is not None else s.start_ref) is not None
         ]
@@ -490,43 +345,8 @@ class RayBackend:
             slot.kill(self._ray)
             slot.state = SlotState.DEAD
 
-    def _future_of(self, ref: Any) -> asyncio.Future[tuple[bool, Any]]:
-        """An asyncio future resolved with ``(ok, value)`` once ``ref`` is ready."""
-        assert self._loop is not None
-        fut: asyncio.Future[tuple[bool, Any]] = self._loop.create_future()
-
-        def resolve(result: tuple[bool, Any]) -> None:
-            if not fut.done():
-                fut.set_result(result)
-
-        self._when_done(ref, resolve, copy=False)
-        return fut
-
     # -- stats ---------------------------------------------------------------------------------
 
     def host_stats(self) -> dict[str, dict[str, Any]]:
         """Per-host stats of the actors' fetchers (their ``host_stats()``), merged."""
         return merge_host_stats([*self._old_hosts, *(s.hosts for s in self._slots)])
-
-
-@final
-class _SeedCall:
-    """The repeated call of one seed-style worker, on the actor that owns its id."""
-
-    __slots__ = ("_args", "_submit", "_worker_id")
-
-    def __init__(
-        self,
-        submit: Callable[[tuple[Any, ...], Any, int | None], Awaitable[Outcome]],
-        worker_id: int,
-        batch_size: int,
-    ) -> None:
-        self._submit: Final = submit
-        self._worker_id: Final = worker_id
-        self._args: Final = (worker_id, batch_size)
-
-    def __call__(self) -> Awaitable[Outcome]:
-        return self._submit(self._args, None, self._worker_id)
-
-    def leftovers(self) -> list[Outcome]:
-        return []
