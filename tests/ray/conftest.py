@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +66,11 @@ def ray_cluster() -> Iterator[RayCluster]:
                 "resources": {"trainer": 1},
                 "include_dashboard": False,
                 "object_store_memory": STORE_BYTES,
+                # A node removed by a test is found dead in ~1 s, not Ray's default ~15 s.
+                "_system_config": {
+                    "health_check_period_ms": 500,
+                    "health_check_failure_threshold": 2,
+                },
             },
         )
         handle = RayCluster(cluster)
@@ -105,6 +109,7 @@ async def _warm_up() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _only_in_ray_tests(request: pytest.FixtureRequest) -> None:
+def _on_the_cluster(request: pytest.FixtureRequest, ray_cluster: RayCluster) -> None:
+    """Every test here runs on the session's cluster, and is marked ``ray``."""
     assert request.node.get_closest_marker("ray") is not None, "tests/ray needs the ray marker"
-    assert "ray" in sys.modules
+    assert ray.is_initialized()

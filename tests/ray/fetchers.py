@@ -58,7 +58,7 @@ def actor_place() -> tuple[int, int]:
     return int(index), int(incarnation)
 
 
-@ray.remote
+@ray.remote(resources={"trainer": 0.01})  # on the head: it outlives any worker node
 class Probe:
     """Counts the keys that reached a blocking fetcher, and lets a test wait for them."""
 
@@ -81,17 +81,17 @@ class Probe:
 
 
 class Blocking:
-    """Fetches ``tagged`` rows, except in actor ``index``'s first incarnation, where every
-    call tells the probe its key and then never returns (until the actor goes).
+    """Fetches ``tagged`` rows, except in actor ``index``'s first incarnation (every actor's
+    with None), where every call tells the probe its key and then never returns.
     """
 
-    def __init__(self, probe: Any, index: int = 0, payload: int = 0) -> None:
+    def __init__(self, probe: Any, index: int | None = 0) -> None:
         self.probe = probe
         self.index = index
-        self.payload = payload
 
     async def __call__(self, key: int) -> list[np.ndarray]:
-        if actor_place() == (self.index, 1):
+        index, incarnation = actor_place()
+        if incarnation == 1 and self.index in (None, index):
             await self.probe.arrived.remote(key)
             await asyncio.Event().wait()
         return _rows(key, _here())

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import ray
 
 import asyncfeed as af
 from asyncfeed.fetchers.service import synthetic_image
@@ -112,6 +113,7 @@ async def test_worker_init_runs_once_in_every_actor(ray_cluster: RayCluster) -> 
     ids, _ = await _drain(feed)
     assert sorted(ids) == list(range(30))
     assert sorted(await probe.seen.remote()) == [0, 1, 2]
+    ray.kill(probe)
 
 
 async def test_a_fetcher_exception_reaches_the_consumer_with_the_actors_traceback(
