@@ -98,13 +98,15 @@ class Blocking:
 
 
 class Big:
-    """One row of ``nbytes`` bytes per key (object-store pressure), and its id."""
+    """``rows`` rows of ``nbytes`` bytes per key (object-store pressure), ids ``key``."""
 
-    def __init__(self, nbytes: int) -> None:
+    def __init__(self, nbytes: int, rows: int = 1) -> None:
         self.nbytes = nbytes
+        self.rows = rows
 
     async def __call__(self, key: int) -> list[np.ndarray]:
-        return [np.array([key], np.int64), np.full((1, self.nbytes), key % 251, np.uint8)]
+        ids = np.full(self.rows, key, np.int64)
+        return [ids, np.full((self.rows, self.nbytes), key % 251, np.uint8)]
 
 
 class Stuck:

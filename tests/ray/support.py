@@ -65,10 +65,18 @@ def held_refs() -> dict[Any, Any]:
     return dict(ray._private.worker.global_worker.core_worker.get_all_reference_counts())
 
 
-def store_bytes_used() -> int:
-    """Bytes in use in the object stores of every node (Ray's memory API)."""
+def store_stats() -> tuple[int, int, int]:
+    """(bytes used, bytes of primary copies, bytes ever spilled) in every node's object store.
+
+    Used counts every copy, pulled ones too (a zero-copy view pins its copy); primary
+    copies are the ones the owner's references pin (Ray's memory API).
+    """
     from ray._private.internal_api import get_memory_info_reply, get_state_from_address
 
     address = ray.get_runtime_context().gcs_address
-    reply = get_memory_info_reply(get_state_from_address(address))
-    return int(reply.store_stats.object_store_bytes_used)
+    stats = get_memory_info_reply(get_state_from_address(address)).store_stats
+    return (
+        int(stats.object_store_bytes_used),
+        int(stats.object_store_bytes_primary_copy),
+        int(stats.spilled_bytes_total),
+    )
