@@ -21,7 +21,7 @@ from .blocking import SyncFace
 from .bridge import stop_at_exit
 from .errors import AsyncFeedError, ConfigError, FeedExhausted, FeedStateError
 from .fetch import next_worker_id
-from .keys import Keys, KeySpec
+from .keys import Keys, KeySpec, Shard
 from .options import FeedKwargs, FeedOptions
 from .protocols import FetchFn, FetchOneFn, is_async_callable
 from .rebatch import Batch
@@ -124,14 +124,16 @@ class Feed:
         blobs: Sequence[str],
         batch_size: int,
         ordered: bool = False,
-        shard: tuple[int, int] | None = None,
+        shard: Shard = None,
         **options: Unpack[FeedKwargs],
     ) -> Feed:
         """A finite (or endless) feed over ``keys``: ``fetch_one(key)`` returns one chunk.
 
         ``keys`` is an iterable or async iterable. ``ordered=True`` delivers rows in key
         order, holding at most ``concurrency`` finished chunks for reordering.
-        ``shard=(rank, world_size)`` takes every ``world_size``-th key from ``rank``. After
+        ``shard=(rank, world_size)`` takes every ``world_size``-th key from ``rank``;
+        ``shard="auto"`` takes the pair from an initialised ``torch.distributed`` group,
+        else from ``RANK`` / ``WORLD_SIZE``, else one rank (``keys.auto_shard``). After
         the last key the final partial batch is delivered (or dropped with ``drop_last``)
         and iteration ends. A keyed feed's chunk queue is its own (``source`` defaults to
         ``"keys"``). With worker processes this process still iterates, shards and orders

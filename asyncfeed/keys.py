@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 from dataclasses import dataclass
-from typing import Any, cast, final
+from typing import Any, Literal, cast, final
 
 from .errors import ConfigError
 
-__all__ = ["KeySpec", "Keys", "Reorderer", "check_shard", "iterate_keys"]
+__all__ = ["KeySpec", "Keys", "Reorderer", "Shard", "auto_shard", "check_shard", "iterate_keys"]
 
 Keys = Iterable[Any] | AsyncIterable[Any]
+#: ``from_keys(shard=...)``: ``(rank, world_size)``, ``"auto"``, or None for one rank.
+Shard = tuple[int, int] | Literal["auto"] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +41,16 @@ class KeySpec:
 
 
 def check_shard(shard: object) -> tuple[int, int]:
-    """Validate ``shard=(rank, world_size)``; None means (0, 1).
+    """Validate ``shard=(rank, world_size)``; None means (0, 1); ``"auto"``: :func:`auto_shard`.
 
     Raises:
-        ConfigError: not a pair of ints with ``0 <= rank < world_size``.
+        ConfigError: not a pair of ints with ``0 <= rank < world_size``, or ``"auto"`` found
+            a malformed ``RANK`` / ``WORLD_SIZE``.
     """
     if shard is None:
         return 0, 1
+    if isinstance(shard, str) and shard == "auto":
+        return auto_shard()
     try:
         rank, world_size = cast(tuple[object, object], shard)
     except (TypeError, ValueError):
@@ -53,6 +60,35 @@ def check_shard(shard: object) -> tuple[int, int]:
     if not 0 <= rank < world_size:
         raise ConfigError(f"shard rank must be in [0, {world_size}), got {rank}")
     return rank, world_size
+
+
+def auto_shard() -> tuple[int, int]:
+    """This trainer's ``(rank, world_size)``: from an initialised ``torch.distributed`` group,
+    else the ``RANK`` and ``WORLD_SIZE`` environment variables (torchrun, Ray Train and
+    Slurm launchers set them), else ``(0, 1)``.
+
+    Never imports torch: a group can only be initialised once torch is imported.
+
+    Raises:
+        ConfigError: ``RANK`` / ``WORLD_SIZE`` are set but not a valid pair.
+    """
+    dist: Any = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return check_shard((int(dist.get_rank()), int(dist.get_world_size())))
+    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+    if rank is None and world is None:
+        return 0, 1
+    try:
+        pair = (int(rank if rank is not None else ""), int(world if world is not None else ""))
+    except ValueError:
+        raise ConfigError(
+            f"shard='auto' needs RANK and WORLD_SIZE to be ints, got RANK={rank!r} and "
+            f"WORLD_SIZE={world!r}"
+        ) from None
+    try:
+        return check_shard(pair)
+    except ConfigError as exc:
+        raise ConfigError(f"shard='auto' from RANK and WORLD_SIZE: {exc}") from None
 
 
 async def iterate_keys(keys: Keys, shard: tuple[int, int]) -> AsyncGenerator[tuple[int, Any], None]:

@@ -18,8 +18,8 @@ from typing import Any
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
-import psutil  # noqa: E402
-import pytest  # noqa: E402
+import psutil
+import pytest
 
 ray = pytest.importorskip("ray")
 

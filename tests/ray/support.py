@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import ray
@@ -65,16 +66,22 @@ def held_refs() -> dict[Any, Any]:
     return dict(ray._private.worker.global_worker.core_worker.get_all_reference_counts())
 
 
+@functools.cache
+def _state(address: str) -> Any:
+    from ray._private.internal_api import get_state_from_address
+
+    return get_state_from_address(address)
+
+
 def store_stats() -> tuple[int, int, int]:
     """(bytes used, bytes of primary copies, bytes ever spilled) in every node's object store.
 
     Used counts every copy, pulled ones too (a zero-copy view pins its copy); primary
     copies are the ones the owner's references pin (Ray's memory API).
     """
-    from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+    from ray._private.internal_api import get_memory_info_reply
 
-    address = ray.get_runtime_context().gcs_address
-    stats = get_memory_info_reply(get_state_from_address(address)).store_stats
+    stats = get_memory_info_reply(_state(ray.get_runtime_context().gcs_address)).store_stats
     return (
         int(stats.object_store_bytes_used),
         int(stats.object_store_bytes_primary_copy),

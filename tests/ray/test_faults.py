@@ -20,9 +20,7 @@ KEYS = range(200)
 
 
 def _feed(source: str, fn: Any, **kw: Any) -> af.Feed:
-    workers = af.RayActors(
-        2, resources={FETCH: 0.01}, max_restarts=kw.pop("max_restarts", 0)
-    )
+    workers = af.RayActors(2, resources={FETCH: 0.01}, max_restarts=kw.pop("max_restarts", 0))
     opts: dict[str, Any] = {
         "blobs": ["ids", "node"],
         "batch_size": 8,
@@ -120,7 +118,9 @@ async def test_feed_fails_once_every_actor_is_lost(probe: Any) -> None:
         await probe.wait_for.remote(4)
         kill("gone", 0)
         kill("gone", 1)
-        with pytest.raises(af.FetchError, match=r"^every Ray actor of feed 'gone' is lost; the last: Ray actor"):
+        with pytest.raises(
+            af.FetchError, match=r"^every Ray actor of feed 'gone' is lost; the last: Ray actor"
+        ):
             await _collect(feed, [])
     check_accounting(feed.stats())
     assert alive("gone") == []
@@ -136,9 +136,7 @@ def restore_nodes(ray_cluster: RayCluster) -> Iterator[RayCluster]:
 
 
 @pytest.mark.parametrize("max_restarts", [0, 1])
-async def test_lost_node_mid_run(
-    restore_nodes: RayCluster, probe: Any, max_restarts: int
-) -> None:
+async def test_lost_node_mid_run(restore_nodes: RayCluster, probe: Any, max_restarts: int) -> None:
     source = f"node{max_restarts}"
     feed = _feed(source, fetchers.Blocking(probe), max_restarts=max_restarts)
     ids: list[int] = []

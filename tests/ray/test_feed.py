@@ -120,7 +120,9 @@ async def test_a_fetcher_exception_reaches_the_consumer_with_the_actors_tracebac
     ray_cluster: RayCluster,
 ) -> None:
     feed = _keyed(range(40), fetchers.fails_on_sevens, "raises")
-    with pytest.raises(af.FetchError, match=r"^fetch failed in key 7: ValueError: bad key 7$") as info:
+    with pytest.raises(
+        af.FetchError, match=r"^fetch failed in key 7: ValueError: bad key 7$"
+    ) as info:
         await _drain(feed)
     original = info.value.__cause__
     assert type(original) is ValueError

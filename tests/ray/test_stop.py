@@ -13,8 +13,8 @@ import ray
 
 import asyncfeed as af
 from tests.conftest import check_accounting
-from tests.ray import fetchers
 from tests.procs_support import array_root
+from tests.ray import fetchers
 from tests.ray.support import FETCH, alive, feed_actors, held_refs, store_stats
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(60)]
@@ -116,7 +116,7 @@ def test_sync_face_start_get_stop(probe: Any) -> None:
 
 async def test_object_store_use_stays_bounded_under_a_slow_consumer() -> None:
     rows, nbytes = 8, 64 * 1024  # a chunk of 512 KiB is a whole batch: passed on as it is
-    keys = 160  # 80 MiB in all: as much as one node's object store
+    keys = 64  # 32 MiB in all
     concurrency = 8
     feed = af.Feed.from_keys(
         range(keys),
@@ -140,7 +140,7 @@ async def test_object_store_use_stays_bounded_under_a_slow_consumer() -> None:
             assert data.flags.writeable and isinstance(array_root(data), np.ndarray)
             pinned = max(pinned, store_stats()[1])
             queued = max(queued, feed.stats().chunk_queue_depth)
-            await asyncio.sleep(0.05)  # the consumer's own work: slower than the fetchers
+            await asyncio.sleep(0.02)  # the consumer's own work: slower than the fetchers
     assert sorted(ids) == list(range(keys))
     assert queued >= 16  # the fetchers ran well ahead of the consumer
     # pinned by the feed's references: the results of the calls in flight, <= concurrency
