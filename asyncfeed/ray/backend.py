@@ -291,6 +291,9 @@ class RayBackend:
         """
         self._stopping = True
         self._calls.close()
+        initial = self._initial
+        if initial is not None and initial.done() and not initial.cancelled():
+            initial.exception()  # raised by start() already, if anyone was there to see it
         ray = self._ray
         try:
             if ray is not None:

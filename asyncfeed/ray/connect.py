@@ -2,7 +2,8 @@
 
 ``ray.init`` is the caller's: a feed whose process is already connected to Ray uses that
 connection and never shuts it down. A feed that finds none starts a local instance for
-this process; feeds that start meanwhile share it, and the last one to stop shuts it down.
+this process (or joins ``RAY_ADDRESS`` when that is set, as ``ray.init()`` would); feeds
+that start meanwhile share it, and the last one to stop shuts it down (or disconnects).
 
 The local instance lives on a thread of its own, which calls ``ray.init``, waits, then
 calls ``ray.shutdown``: Ray asks Linux to kill the processes it starts when the *thread*
@@ -57,7 +58,11 @@ class LocalRay:
     def _run(self) -> None:
         ray = self._ray
         try:
-            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+            ray.init(
+                address=os.environ.get("RAY_ADDRESS") or "local",
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+            )
         except BaseException as exc:  # handed to every feed waiting for it
             self.error = exc
             self._ready.set()

@@ -17,10 +17,10 @@ __all__ = ["KEYS_PER_CALL", "TESTED_RAY", "RayActors"]
 #: The Ray release asyncfeed is tested with (``pip install 'asyncfeed[ray]'`` pins it).
 TESTED_RAY: Final = "2.60.0"
 #: Most calls one actor call carries, unless ``keys_per_call`` says otherwise. Chosen by
-#: measurement (``benchmarks/ray_bench.py``, ``docs/scaling.md``): one actor call costs the
-#: feed's process about 0.4 ms of CPU; 16 keys per call bring that to ~60 µs a key, and more
-#: gain little while making each call wait for its slowest key.
-KEYS_PER_CALL: Final = 16
+#: measurement (``benchmarks/ray_bench.py``, ``docs/scaling.md``): one key per call costs
+#: the feed's process ~1.5 ms of CPU a row; 32 a call bring that to ~0.1 ms and the most
+#: rows/s; 64 gain no rows/s while making each call wait for its slowest key.
+KEYS_PER_CALL: Final = 32
 MAX_ACTORS: Final = 4096
 STRATEGIES: Final = ("SPREAD", "DEFAULT")
 #: Resource names Ray takes as arguments of their own rather than in ``resources``.

@@ -28,6 +28,12 @@ from tests.ray.support import FETCH, STORE_BYTES, RayCluster  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the ``ray`` tests last: the session's cluster starts with the first of them and
+    stops at the end, so it never runs beside the rest of the suite."""
+    items.sort(key=lambda item: item.get_closest_marker("ray") is not None)
+
+
 def _listening(pids: set[int]) -> list[str]:
     """Addresses the given processes listen on (TCP)."""
     out = []
