@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -165,3 +166,35 @@ async def test_http_image_fetcher_on_actors(
     hosts = feed.stats().hosts
     assert sum(h["requests"] for h in hosts.values()) == 16, hosts
     assert alive("http") == []
+
+
+async def test_a_fetcher_ray_cannot_send_fails_the_start() -> None:
+    class Locked:
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+
+        async def __call__(self, key: int) -> None:
+            return None
+
+    feed = _keyed(range(4), Locked(), "unsendable")
+    with pytest.raises(
+        af.FetchError, match=r"^starting the Ray actors of feed 'unsendable' failed: "
+    ):
+        await _drain(feed)
+    assert alive("unsendable") == []
+
+
+async def test_worker_init_failure_names_the_actor_and_its_node() -> None:
+    def init(index: int) -> None:
+        raise RuntimeError(f"no session in actor {index}")
+
+    workers = af.RayActors(1, resources=ON_FETCH_NODES, worker_init=init)
+    feed = _keyed(range(4), fetchers.tagged, "badinit", workers=workers)
+    message = (
+        r"^worker_init failed in Ray actor 0 \(id \w+, node \w+ at 127\.0\.0\.1, pid \d+\) "
+        r"of feed 'badinit': RuntimeError: no session in actor 0$"
+    )
+    with pytest.raises(af.FetchError, match=message) as info:
+        await _drain(feed)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert alive("badinit") == []
