@@ -3,16 +3,11 @@
 :class:`RayBackend` is the feed's worker backend (``backend.WorkerBackend``) for Ray. The
 feed's process keeps everything that needs one owner — key order, sharding, the error
 budget, the checks, the ledger, the rebatcher, the consumer — and its fetch workers await
-the backend's calls. Calls are batched: the calls the workers make together (in one turn of
-the loop) go out as one actor call per actor, at most ``keys_per_call`` each, so the cost of
-a Ray call (~0.4 ms of the feed's CPU) is shared; a keyed call goes to the actor with the
-fewest calls in flight, a seed-style worker id always to the same actor. Each call's outcome
-goes back to the worker that made it; one call's exception stays that call's. Results are
-copied out of Ray's object store as they arrive, on Ray's thread, so the store holds only
-the results of calls in flight (at most ``concurrency`` chunks), whatever the consumer does.
+the backend's calls, which ``dispatch.Dispatcher`` sends to the actors in batches.
 
-Faults: an actor that dies, or whose node is lost, fails the calls it held with
-:class:`FetchError` naming the actor, its node and the keys (skipped within
+This module owns the actors: it joins Ray (``connect``), starts them and waits until they
+are placed, and handles their loss. A lost actor (dead, or its node lost) fails the calls
+it held with :class:`FetchError` naming the actor, its node and the keys (skipped within
 ``max_errors``), or — with ``max_restarts`` — is replaced and its calls sent again, each
 exactly once: a worker gets the outcome of its call's last sending and nothing else.
 ``watch()`` raises once no actor is left. ``stop(deadline)`` closes the actors' fetchers,
