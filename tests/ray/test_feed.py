@@ -122,7 +122,7 @@ async def test_a_fetcher_exception_reaches_the_consumer_with_the_actors_tracebac
 ) -> None:
     feed = _keyed(range(40), fetchers.fails_on_sevens, "raises")
     with pytest.raises(
-        af.FetchError, match=r"^fetch failed in key 7: ValueError: bad key 7$"
+        af.FetchError, match=r"^fetch failed in key (\d*7): ValueError: bad key \1$"
     ) as info:
         await _drain(feed)
     original = info.value.__cause__
