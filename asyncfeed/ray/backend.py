@@ -318,18 +318,27 @@ class RayBackend:
         for slot, fut in closes:
             if fut.done() and fut.result()[0] and fut.result()[1]:
                 slot.hosts = fut.result()[1]
-            fut.cancel()
         self._kill_all()
-        ends = [
+        # Death confirmed: each actor's lifeline (or start) call failed. Every other call
+        # still out ends with it; waiting for those too means that no ref of the feed's is
+        # still held by Ray's callbacks once stop() returns.
+        deaths = [
             self._calls.future_of(ref)
             for s in self._slots
             if (ref := s.lifeline if s.lifeline is not None else s.start_ref) is not None
         ]
+        others = [f for _, f in closes if not f.done()]
+        others += [
+            self._calls.future_of(b.ref)
+            for s in self._slots
+            for b in s.batches
+            if b.ref is not None and not b.settled
+        ]
         remaining = 0.9 * (deadline - time.monotonic())
-        if ends and remaining > 0:
-            await asyncio.wait(ends, timeout=remaining)
-        alive = sum(not f.done() for f in ends)
-        for fut in ends:
+        if (deaths or others) and remaining > 0:
+            await asyncio.wait([*deaths, *others], timeout=remaining)
+        alive = sum(not f.done() for f in deaths)
+        for fut in [*deaths, *others]:
             fut.cancel()
         if alive:
             log.warning(
