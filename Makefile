@@ -3,22 +3,25 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-dev
-BENCH_STAMP := $(VENV)/.installed-bench
+RUN_STAMP := $(VENV)/.installed-run
+STAMP     := $(VENV)/.installed-dev
 
 # Lint what exists (examples/ arrives with the HTTP fetchers).
 LINT_DIRS := $(wildcard asyncfeed tests benchmarks examples)
 
 .PHONY: test lint demo bench format clean
 
-$(STAMP): pyproject.toml
+# The demo needs the library and torch (its --device path) and the Prometheus client.
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,torch,metrics,otel]'
+	$(BIN)/python -m pip install -q -e '.[torch,metrics]'
 	touch $@
 
-$(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[dev,torch,bench]'
+# Tests and benchmarks: every extra (Ray, OpenTelemetry) and the peers the like-for-like
+# benchmarks run (torchdata, SPDL), so the tests of those rows run too.
+$(STAMP): $(RUN_STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,torch,metrics,otel,ray,bench]'
 	touch $@
 
 lint: $(STAMP)
@@ -29,13 +32,13 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
-demo: $(STAMP)
+demo: $(RUN_STAMP)
 	$(BIN)/python -m asyncfeed demo
 
 # Writes benchmarks/results/runs/<timestamp>/ (git-ignored). make bench BENCH_ARGS=--quick for
 # a smoke run; BENCH_ARGS=--update-results also replaces the committed results/latest.* and
 # http.png (never with --quick); see python -m benchmarks --help.
-bench: $(BENCH_STAMP)
+bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 format: $(STAMP)

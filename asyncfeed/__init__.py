@@ -32,6 +32,7 @@ if _typing.TYPE_CHECKING:
     from .fetchers.retry import Retry as Retry
     from .fetchers.service import ImageService as ImageService
     from .procs.options import Processes as Processes
+    from .ray.options import RayActors as RayActors
     from .rebatch import Rebatcher as Rebatcher
     from .sinks import BlobsQueue as BlobsQueue
     from .sinks import Sink as Sink
@@ -68,6 +69,7 @@ _EXPORTS: dict[str, str] = {
     "ImageOptions": ".fetchers.decode",
     "ImageService": ".fetchers.service",
     "Processes": ".procs.options",
+    "RayActors": ".ray.options",
     "Rebatcher": ".rebatch",
     "RecordError": ".errors",
     "RemoteTraceback": ".errors",

@@ -9,6 +9,7 @@ feed's process, whatever the backend. Backends:
   sync ones run on the feed's own daemon threads (seed-style ones in pumps, see
   ``pump.Pump``) or on the user's executor.
 - ``procs.pool.WorkerPool``: worker processes (``workers=Processes(n)``).
+- ``ray.backend.RayBackend``: Ray actors (``workers=RayActors(n)``), imported only then.
 
 A backend is started before the workers, watched while they run, and stopped by the stop's
 deadline after they ended.
@@ -31,6 +32,7 @@ from .sizing import Sizing
 
 if TYPE_CHECKING:
     from .procs.options import Processes, WorkerSpec
+    from .ray.options import RayActors
 
 __all__ = [
     "KeyCall",
@@ -285,7 +287,7 @@ class LocalBackend:
 
 
 def make_backend(
-    workers: Processes | None,
+    workers: Processes | RayActors | None,
     fn: Callable[..., Any],
     *,
     executor: Executor | None,
@@ -298,7 +300,15 @@ def make_backend(
     """The backend for a feed's ``workers`` option (None: this process)."""
     if workers is None:
         return LocalBackend(fn, executor=executor, sizing=sizing, source=source, on_late=on_late)
-    from .procs.pool import WorkerPool
-
     assert spec is not None
-    return WorkerPool(workers, spec, source=source, worker_ids=worker_ids)
+    from .procs.options import Processes
+
+    if isinstance(workers, Processes):
+        from .procs.pool import WorkerPool
+
+        return WorkerPool(workers, spec, source=source, worker_ids=worker_ids)
+    from .ray.backend import RayBackend
+
+    return RayBackend(
+        workers, spec, source=source, worker_ids=worker_ids, concurrency=sizing.workers
+    )

@@ -13,14 +13,14 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import Any, Final, Literal, Self, TextIO, Unpack, cast, final
+from typing import Any, Final, Self, TextIO, Unpack, cast, final
 
 from .batch import Batch
 from .blocking import SyncFace, check_on_loop, forgotten, on_loop
 from .bridge import stop_at_exit
 from .checkpoint import Tracker, merge_states
 from .errors import AsyncFeedError, ConfigError, FeedExhausted, FeedStateError
-from .keys import KeyedFetch, Keys, KeySpec
+from .keys import KeyedFetch, Keys, KeySpec, Shard
 from .observe import unstarted
 from .options import MAX_BATCH_SIZE, FeedKwargs, FeedOptions, RunSpec, check_positive_int
 from .progress import Progress
@@ -97,7 +97,7 @@ class Feed:
         blobs: Sequence[str],
         batch_size: int,
         ordered: bool = False,
-        shard: tuple[int, int] | Literal["auto"] | None = None,
+        shard: Shard = None,
         epochs: int | None = 1,
         shuffle: bool = False,
         seed: int = 0,
@@ -112,11 +112,12 @@ class Feed:
         ends with its partial batch (dropped with ``drop_last``): batches never mix epochs.
         ``shuffle`` walks each epoch in its own order (seeded by ``seed`` and the epoch; a
         window of ``shuffle_buffer`` keys for iterables). ``ordered=True`` delivers rows in
-        key order. ``shard=(rank, world_size)`` (or ``"auto"``) takes the positions of each
-        epoch's order that are this rank's. ``state`` (from :meth:`state_dict` or
-        :meth:`merge_states`) resumes exactly where the consumer was. A keyed feed's chunk
-        queue is its own (``source`` defaults to ``"keys"``). The other options are
-        :class:`Feed`'s. Raises ``ConfigError`` for any invalid argument.
+        key order. ``shard=(rank, world_size)`` takes the positions of each epoch's order that
+        are this rank's (``"auto"``: from ``torch.distributed``, else ``RANK`` /
+        ``WORLD_SIZE``). ``state`` (from :meth:`state_dict` or :meth:`merge_states`) resumes
+        exactly where the consumer was. This process walks, shards and orders the keys
+        (keys sent to worker processes or Ray actors must pickle); ``source`` defaults to
+        ``"keys"``; the other options are :class:`Feed`'s. Raises ``ConfigError``.
         """
         spec = KeySpec.check(
             keys,

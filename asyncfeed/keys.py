@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
-from typing import Any, Final, cast, final
+from typing import Any, Final, Literal, cast, final
 
 from .errors import ConfigError
 
-__all__ = ["KeySpec", "KeyedFetch", "Keys", "Reorderer", "check_shard"]
+__all__ = ["KeySpec", "KeyedFetch", "Keys", "Reorderer", "Shard", "auto_shard", "check_shard"]
 
 #: Keys: a sequence, a callable returning a fresh (async) iterable each epoch, or a one-shot
 #: (async) iterable (one epoch only).
@@ -28,6 +29,10 @@ def _one_shot(keys: object) -> bool:
     if isinstance(keys, AsyncIterable):
         return keys.__aiter__() is keys
     return isinstance(keys, Iterable) and iter(keys) is keys
+
+
+#: ``from_keys(shard=...)``: ``(rank, world_size)``, ``"auto"``, or None for one rank.
+Shard = tuple[int, int] | Literal["auto"] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,16 +156,16 @@ class KeyedFetch:
 
 
 def check_shard(shard: object) -> tuple[int, int]:
-    """Validate ``shard=(rank, world_size)``; None means (0, 1); ``"auto"`` asks the
-    environment (an initialised ``torch.distributed`` group, else ``RANK`` / ``WORLD_SIZE``).
+    """Validate ``shard=(rank, world_size)``; None means (0, 1); ``"auto"``: :func:`auto_shard`.
 
     Raises:
-        ConfigError: not a pair of ints with ``0 <= rank < world_size``.
+        ConfigError: not a pair of ints with ``0 <= rank < world_size``, or ``"auto"`` found
+            a malformed ``RANK`` / ``WORLD_SIZE``.
     """
     if shard is None:
         return 0, 1
-    if shard == "auto":
-        return check_shard(_auto_shard())
+    if isinstance(shard, str) and shard == "auto":
+        return auto_shard()
     try:
         rank, world_size = cast(tuple[object, object], shard)
     except (TypeError, ValueError):
@@ -172,21 +177,33 @@ def check_shard(shard: object) -> tuple[int, int]:
     return rank, world_size
 
 
-def _auto_shard() -> tuple[int, int]:
-    import sys
+def auto_shard() -> tuple[int, int]:
+    """This trainer's ``(rank, world_size)``: from an initialised ``torch.distributed`` group,
+    else the ``RANK`` and ``WORLD_SIZE`` environment variables (torchrun, Ray Train and
+    Slurm launchers set them), else ``(0, 1)``.
 
-    dist = sys.modules.get("torch.distributed")
+    Never imports torch: a group can only be initialised once torch is imported.
+
+    Raises:
+        ConfigError: ``RANK`` / ``WORLD_SIZE`` are set but not a valid pair.
+    """
+    dist: Any = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
-        return int(dist.get_rank()), int(dist.get_world_size())
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        try:
-            return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        except ValueError:
-            raise ConfigError(
-                f"shard='auto': RANK={os.environ['RANK']!r} and "
-                f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} must be ints"
-            ) from None
-    return 0, 1
+        return check_shard((int(dist.get_rank()), int(dist.get_world_size())))
+    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+    if rank is None and world is None:
+        return 0, 1
+    try:
+        pair = (int(rank if rank is not None else ""), int(world if world is not None else ""))
+    except ValueError:
+        raise ConfigError(
+            f"shard='auto' needs RANK and WORLD_SIZE to be ints, got RANK={rank!r} and "
+            f"WORLD_SIZE={world!r}"
+        ) from None
+    try:
+        return check_shard(pair)
+    except ConfigError as exc:
+        raise ConfigError(f"shard='auto' from RANK and WORLD_SIZE: {exc}") from None
 
 
 @final

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from .errors import ConfigError
 from .procs.options import Processes
+from .ray.options import RayActors
 
 if TYPE_CHECKING:
     from .feed import Feed
@@ -37,7 +38,7 @@ __all__ = [
 MAX_BATCH_SIZE = 2**31 - 1
 
 #: Where fetch calls run: None (this process: the loop and its threads) or an option group.
-Workers = Processes | None
+Workers = Processes | RayActors | None
 
 
 def check_positive_int(
@@ -120,7 +121,8 @@ class FeedOptions:
         external_loggers: objects with ``log(dict)``, called every ``log_interval``.
         sink: hand every batch to ``sink.put`` on a dedicated thread instead of delivering
             it to ``async for`` / ``get()`` (see ``asyncfeed.sinks``).
-        workers: where fetch calls run: None (this process) or ``Processes(n, ...)``.
+        workers: where fetch calls run: None (this process), ``Processes(n, ...)`` (worker
+            processes) or ``RayActors(n, ...)`` (Ray actors, anywhere in a Ray cluster).
     """
 
     blobs: tuple[str, ...]
@@ -235,8 +237,10 @@ def _check_workers(options: dict[str, Any], concurrency: int, executor: object) 
             raise ConfigError(
                 "give workers= or its shorthand (processes=, start_method=, worker_init=), not both"
             )
-        if not isinstance(workers, Processes):
-            raise ConfigError(f"workers must be None or Processes(...), got {workers!r}")
+        if not isinstance(workers, Processes | RayActors):
+            raise ConfigError(
+                f"workers must be None, Processes(...) or RayActors(...), got {workers!r}"
+            )
     elif processes is not None:
         workers = Processes(processes, start_method=start_method, worker_init=worker_init)
     else:
@@ -244,6 +248,18 @@ def _check_workers(options: dict[str, Any], concurrency: int, executor: object) 
             if value is not None:
                 raise ConfigError(f"{name} needs processes=N, got processes=None")
         return None
+    if isinstance(workers, RayActors):
+        if executor is not None:
+            raise ConfigError(
+                "executor cannot be used with RayActors: sync fetchers run in a thread "
+                "pool inside each actor"
+            )
+        if concurrency < workers.n:
+            raise ConfigError(
+                f"concurrency must be >= the number of Ray actors, got concurrency="
+                f"{concurrency} and RayActors({workers.n})"
+            )
+        return workers
     if executor is not None:
         raise ConfigError(
             "executor cannot be used with processes=N: sync fetchers run in a thread "

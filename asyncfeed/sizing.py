@@ -15,6 +15,10 @@
   tasks (they keep order, the ledger and the error budget), each waiting on one remote call;
   each process serves up to ``ceil(concurrency / n)`` calls at once, on as many threads for
   sync fetchers.
+- **Ray actors** (``RayActors(n)``): as with processes, ``concurrency`` worker tasks on the
+  feed's loop, one call each in flight; each actor runs up to its share,
+  ``ceil(concurrency / n)`` fetches at once (``concurrency_per_actor`` overrides it), on as
+  many threads for sync fetchers. The calls travel in batches of up to ``keys_per_call``.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ class Sizing:
         key_buffer: keys the dispatcher may hand out ahead of the workers (keyed feeds).
         threads: threads of the feed's own pool for sync fetchers in this process (0: none).
         pump_ahead: results each pumped sync fetcher may make ahead of its worker.
-        per_process: calls each worker process serves at once (0 without processes).
+        per_process: calls each worker process (or Ray actor) serves at once (0 without
+            either): its share of ``concurrency``.
     """
 
     workers: int
@@ -63,7 +68,8 @@ def plan(
     own_threads: bool,
     processes: int | None,
 ) -> Sizing:
-    """The sizing of a feed; ``own_threads``: a sync fetcher runs on the feed's own pool."""
+    """The sizing of a feed; ``own_threads``: a sync fetcher runs on the feed's own pool;
+    ``processes``: the worker processes or Ray actors the calls are shared by."""
     return Sizing(
         workers=concurrency,
         key_buffer=concurrency,

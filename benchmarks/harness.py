@@ -42,6 +42,7 @@ METRICS = (
     "bytes_per_s",
     "us_per_batch",
     "service_cpu_us_per_row",
+    "driver_cpu_us_per_row",
     "round_trip_ms",
     "single_thread_rows_per_s",
     "bound_with_server_rows_per_s",

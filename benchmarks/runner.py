@@ -247,6 +247,8 @@ class Timeline:
     window_s: float = 0.0
     window_cpu_s: float = 0.0
     cpu_at_window: float = 0.0
+    driver_cpu_s: float = 0.0  # the measuring process alone (the feed's, for asyncfeed)
+    driver_at_window: float = 0.0
     draining: bool = False
     drain_deadline: float = 0.0
     last_batch_at: float = 0.0
@@ -296,6 +298,7 @@ class Timeline:
         self.rows_at_window = self.checker.rows
         self.batches_at_window = self.checker.batches
         self.cpu_at_window = cpu_seconds()
+        self.driver_at_window = time.process_time()
         if self.service is not None:
             self.service.start()
 
@@ -305,6 +308,7 @@ class Timeline:
         self.window_rows = self.checker.rows - self.rows_at_window
         self.window_batches = self.checker.batches - self.batches_at_window
         self.window_cpu_s = cpu_seconds() - self.cpu_at_window
+        self.driver_cpu_s = time.process_time() - self.driver_at_window
         if self.service is not None:
             self.service_cpu_s = self.service.seconds()
         self.draining = True
@@ -328,6 +332,7 @@ class Timeline:
             "batches_per_s": self.window_batches / secs if secs > 0 else 0.0,
             "cpu_us_per_row": 1e6 * self.window_cpu_s / rows if rows else None,
             "cpu_util": self.window_cpu_s / secs if secs > 0 else None,
+            "driver_cpu_us_per_row": 1e6 * self.driver_cpu_s / rows if rows else None,
             "service_cpu_us_per_row": (
                 1e6 * self.service_cpu_s / rows if rows and self.service_cpu_s is not None else None
             ),

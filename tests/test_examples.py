@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -79,3 +80,26 @@ def test_resumable_training_resumes_after_sigkill_as_if_never_killed(tmp_path: P
     epoch = sorted(int(i) for line in (tmp_path / "whole").read_text().splitlines()[:63]
                    for i in line.split())  # fmt: skip
     assert epoch == list(range(1000))  # each image once in the first epoch
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(150)
+def test_ray_example_starts_a_local_ray_on_loopback() -> None:
+    """examples/ray_feed.py with no Ray running: the feed starts one, on 127.0.0.1 only."""
+    pytest.importorskip("ray")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "ray_feed.py")],
+        capture_output=True,
+        text=True,
+        timeout=140,
+        check=False,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("Ray nodes at ['127.0.0.1']; batch data (32, 64, 64, 3)"), lines
+    assert lines[-1] == "512 images in 16 batches from 2 Ray actors (512 requests)", lines
+    assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr

@@ -121,5 +121,7 @@ def test_an_invalid_processes_group(kwargs: dict[str, Any], message: str) -> Non
 def test_workers_and_its_shorthand_together_are_refused() -> None:
     with pytest.raises(af.ConfigError, match=r"^give workers= or its shorthand"):
         make(workers=af.Processes(2), processes=2, concurrency=4)
-    with pytest.raises(af.ConfigError, match=r"^workers must be None or Processes\(...\), got 3$"):
+    with pytest.raises(
+        af.ConfigError, match=r"^workers must be None, Processes\(...\) or RayActors\(...\), got 3$"
+    ):
         make(workers=3)

@@ -47,6 +47,7 @@ SIZE = 256
 IMAGES = 256
 CONCURRENCY = (8, 64, 256)
 DATALOADER_MAX_WORKERS = 64
+RAY_CONCURRENCY = (64, 256)  # RayActors(2) rows: where the issue's target is
 ROUND_TRIP_WINDOW_S = 1.0
 
 
@@ -124,6 +125,9 @@ class Http(Workload):
             same, own = "same", "own"
             out.append(spec("asyncfeed", "asyncfeed (same fetch)", same, True))
             out.append(spec("asyncfeed", "asyncfeed processes=2 (same fetch)", same, processes=2))
+            if c in RAY_CONCURRENCY:
+                label = "asyncfeed RayActors(2) (same fetch)"
+                out.append(spec("asyncfeed", label, same, ray_actors=2))
             out.append(spec("classic", "classic threads (same fetch)", same))
             if c <= DATALOADER_MAX_WORKERS:
                 out.append(spec("dataloader", "DataLoader (same fetch)", same, num_workers=c))
@@ -257,6 +261,9 @@ class Http(Workload):
                 server = median(row, "service_cpu_us_per_row")
                 if server is not None:
                     row = {**row, "note": f"{row.get('note') or ''}; server {server:.0f} µs/row"}
+                driver = median(row, "driver_cpu_us_per_row")
+                if driver is not None and row["pipeline"] == "asyncfeed":
+                    row = {**row, "note": f"{row.get('note') or ''}; driver {driver:.0f} µs/row"}
                 out[label] = row
         return out
 
@@ -332,7 +339,24 @@ def http_targets(summary: dict[str, dict[str, Any]]) -> list[Target]:
         for r in others:
             detail += f"; {r['label']}: {median(r, 'peak_rss_mb') or 0:.0f} MB"
         out.append(Target(text, ra <= rb, detail))
+    out.append(ray_target(summary))
     return out
+
+
+def ray_target(summary: dict[str, dict[str, Any]]) -> Target:
+    """RayActors(2) on one machine: its overhead against processes=2 (same fetch, at 256)."""
+    text = "asyncfeed RayActors(2) ≥ 80 % of processes=2's rows/s at concurrency 256 (same fetch)"
+    rows = {r.get("params", {}).get("series"): r for r in _same(summary, 256, True)}
+    ray_row = rows.get("asyncfeed RayActors(2) (same fetch)")
+    procs = rows.get("asyncfeed processes=2 (same fetch)")
+    a, b = median(ray_row), median(procs)
+    if a is None or b is None or b <= 0:
+        return Target(text, None, "not measured")
+    detail = f"{100 * a / b:.0f} % ({a:.0f} vs {b:.0f} rows/s)"
+    da, db = median(ray_row, "driver_cpu_us_per_row"), median(procs, "driver_cpu_us_per_row")
+    if da and db:
+        detail += f"; feed's process {da:.0f} vs {db:.0f} µs CPU/row"
+    return Target(text, a / b >= 0.80, detail)
 
 
 WORKLOAD = Http()

@@ -5,8 +5,9 @@
 thread and process pipelines call :class:`~benchmarks.shared_fetch.SyncFetch` (one
 keep-alive ``http.client`` connection per thread, decode on that thread):
 
-- asyncfeed: ``Feed.from_keys(keys, AsyncChunks(C), concurrency=C)``, in-process and with
-  ``processes=2`` (spawned workers, C / 2 fetches in flight in each);
+- asyncfeed: ``Feed.from_keys(keys, AsyncChunks(C), concurrency=C)``, in-process, with
+  ``processes=2`` (spawned workers, C / 2 fetches in flight in each) and with
+  ``workers=RayActors(2)`` (two Ray actors on a local Ray the feed starts, C / 2 each);
 - classic threads: C fetcher threads, ``fetch_fun`` = ``SyncFetch.chunk``;
 - DataLoader: C worker processes (up to 64), each iterating its share of the keys through
   ``SyncFetch``, rows batched by ``default_collate``;
@@ -167,6 +168,7 @@ def _asyncfeed(
     from ..pipelines.asyncfeed_pipe import FeedAsyncRunner
 
     processes = spec.params.get("processes")
+    actors = spec.params.get("ray_actors")
     if same:
         fetch_one: Any = AsyncChunks(c)
         note = "from_keys(AsyncChunks): shared aiohttp session + decode pool per loop"
@@ -177,11 +179,15 @@ def _asyncfeed(
         note = "from_keys(HttpFetcher): aiohttp, retries, checks, host stats, decode pool"
     if processes:
         note += f"; processes={processes} (spawn)"
+    if actors:
+        note += f"; RayActors({actors}) on a local Ray the feed starts"
 
     def make_feed() -> Any:
         import asyncfeed as af
 
-        extra = {"processes": processes} if processes else {}
+        extra: dict[str, Any] = {"processes": processes} if processes else {}
+        if actors:
+            extra["workers"] = af.RayActors(actors)
         return af.Feed.from_keys(
             keys(streams, template),
             fetch_one,

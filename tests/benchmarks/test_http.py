@@ -204,8 +204,9 @@ def summary(**rates: float) -> dict[str, dict[str, Any]]:
 
 def test_targets_are_judged_on_same_fetch_rows_only() -> None:
     targets = http.http_targets(summary())
-    assert [t.met for t in targets] == [True, True, True, False, True]
-    c8, c64, c256, cpu, rss = targets
+    assert [t.met for t in targets] == [True, True, True, False, True, None]
+    c8, c64, c256, cpu, rss, ray = targets
+    assert ray.detail == "not measured"
     assert "8 / 20.50 ms = 390/s" in c8.detail
     assert c64.detail.startswith("1.67× (asyncfeed (same fetch) @ 64 vs torchdata.nodes")
     assert "1.67×" in c256.detail
@@ -215,7 +216,30 @@ def test_targets_are_judged_on_same_fetch_rows_only() -> None:
 
 def test_targets_can_be_missed() -> None:
     targets = http.http_targets(summary(a8=300.0, a64=2000.0, a256=3400.0, rss=200.0))
-    assert [t.met for t in targets] == [False, False, True, True, False]
+    assert [t.met for t in targets] == [False, False, True, True, False, None]
+
+
+@pytest.mark.parametrize(("ray_rate", "met"), [(900.0, True), (700.0, False)])
+def test_ray_actors_are_judged_against_processes_at_256(ray_rate: float, met: bool) -> None:
+    def row(series: str, rate: float, driver: float) -> dict[str, Any]:
+        return {
+            "label": f"{series} @ 256",
+            "pipeline": "asyncfeed",
+            "params": {"series": series, "fetch": "same"},
+            "group": 256,
+            "status": "ok",
+            "rows_per_s": {"median": rate},
+            "driver_cpu_us_per_row": {"median": driver},
+        }
+
+    rows = [
+        row("asyncfeed processes=2 (same fetch)", 1000.0, 80.0),
+        row("asyncfeed RayActors(2) (same fetch)", ray_rate, 210.0),
+    ]
+    target = http.ray_target({r["label"]: r for r in rows})
+    assert target.met is met
+    assert target.detail.startswith(f"{ray_rate / 10:.0f} % ({ray_rate:.0f} vs 1000 rows/s)")
+    assert target.detail.endswith("feed's process 210 vs 80 µs CPU/row")
 
 
 def test_targets_without_rows_are_not_measured() -> None:
