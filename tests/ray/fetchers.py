@@ -54,6 +54,7 @@ async def fails_on_sevens(key: int) -> list[np.ndarray]:
 def actor_place() -> tuple[int, int]:
     """(index, incarnation) of the running actor, from its name ``...-<index>.<incarnation>``."""
     name = ray.get_runtime_context().get_actor_name()
+    assert name is not None, "not in an actor"
     index, incarnation = name.rsplit("-", 1)[1].split(".")
     return int(index), int(incarnation)
 

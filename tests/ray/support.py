@@ -63,7 +63,8 @@ def kill(source: str, index: int, incarnation: int = 1) -> dict[str, Any]:
 
 def held_refs() -> dict[Any, Any]:
     """Object refs this process holds (Ray's reference table of the driver)."""
-    return dict(ray._private.worker.global_worker.core_worker.get_all_reference_counts())
+    worker: Any = ray._private.worker.global_worker  # Ray's private API: untyped
+    return dict(worker.core_worker.get_all_reference_counts())
 
 
 @functools.cache
