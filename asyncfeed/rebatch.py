@@ -97,7 +97,7 @@ class Rebatcher:
         "_tag_head",
         "_tag_rows",
         "_tags",
-        "_track",
+        "track",
         "rebatch",
     )
 
@@ -119,7 +119,7 @@ class Rebatcher:
         self._size = batch_size
         self._changes: list[tuple[int, int]] = sorted(sizes)  # (first batch index, size)
         self.rebatch: Final = rebatch
-        self._track: Final = track
+        self.track: Final = track
         # Tags in arrival order from _tag_head on, and the running row count at each one's end:
         # a batch's provenance is found by bisection and sliced off, never walked row by row.
         self._tags: list[tuple[int, int, int, int, int, int]] = []
@@ -179,7 +179,8 @@ class Rebatcher:
         rows = arrays[0].shape[0] if arrays else 0
         if rows == 0:
             return []
-        if tag is not None:  # tracking: the tag is the chunk's provenance entry
+        if self.track:  # the tag is the chunk's provenance entry
+            assert tag is not None
             self._tags.append(tag)
             self._tag_rows += rows
             self._tag_ends.append(self._tag_rows)
@@ -242,7 +243,7 @@ class Rebatcher:
         """Drop the carried rows as ``drop_last`` drops a partial batch: no batch, no index
         used; return how many rows were dropped and, when tracking, where they came from."""
         rows = self._fill + self._small_rows
-        provenance = self._cut(rows) if self._track and rows else None
+        provenance = self._cut(rows) if self.track and rows else None
         self.discard()
         return rows, provenance
 
@@ -335,7 +336,7 @@ class Rebatcher:
     def _batch(self, arrays: Sequence[np.ndarray], rows: int) -> Batch:
         index = self._next_index
         self._next_index += 1
-        provenance = self._cut(rows) if self._track else None
+        provenance = self._cut(rows) if self.track else None
         return Batch(dict(zip(self._blobs, arrays, strict=True)), index, rows, provenance)
 
     def _cut(self, rows: int) -> Provenance:

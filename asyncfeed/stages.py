@@ -75,7 +75,7 @@ class RebatchStage:
         ledger = self.ledger
         rebatcher = self.rebatcher
         push = rebatcher.push
-        track = self.on_dropped is not None
+        track = rebatcher.track
         while True:
             try:
                 try:
