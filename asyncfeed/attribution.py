@@ -151,7 +151,8 @@ class Probe:
 
     Args:
         batch_size: rows per batch.
-        counters: the feed's counters (``inflight``, ``idle``).
+        counters: the feed's counters (``idle``).
+        inflight: fetch calls running now.
         ready_rows: rows queued for the rebatcher or carried by it.
         limit: the fetch calls allowed in flight.
         remote: fetch calls run in worker processes or actors.
@@ -167,6 +168,7 @@ class Probe:
         *,
         batch_size: int,
         counters: FeedCounters,
+        inflight: Callable[[], int],
         ready_rows: Callable[[], int],
         limit: Callable[[], int],
         remote: bool,
@@ -175,12 +177,13 @@ class Probe:
         handing: Callable[[], int],
     ) -> None:
         self._args: Final = (
-            batch_size, counters, ready_rows, limit, remote, keys_starved, load, handing
+            batch_size, counters, inflight, ready_rows, limit, remote, keys_starved, load, handing
         )  # fmt: skip
 
     def cause(self, *, sink_side: bool = False) -> str:
         """Why the consumer waits now; ``sink_side``: it reads from the feed's sink."""
-        batch_size, counters, ready_rows, limit, remote, keys_starved, load, handing = self._args
+        (batch_size, counters, inflight, ready_rows, limit, remote, keys_starved, load,
+         handing) = self._args  # fmt: skip
         figures: Mapping[str, float] = {}
         if load is not None:
             try:
@@ -192,7 +195,7 @@ class Probe:
             ready_rows=ready_rows(),
             batch_size=batch_size,
             remote=remote,
-            inflight=counters.inflight,
+            inflight=inflight(),
             limit=limit(),
             idle=counters.idle,
             keys_starved=keys_starved is not None and keys_starved(),
@@ -207,7 +210,7 @@ class SinkWatch:
 
     __slots__ = ("_probe", "_taken", "_waits")
 
-    def __init__(self, waits: Waits, probe: Probe, taken: Callable[[], None]) -> None:
+    def __init__(self, waits: Waits, probe: Probe, taken: Callable[[], None] | None) -> None:
         self._waits: Final = waits
         self._probe: Final = probe
         self._taken: Final = taken
@@ -222,4 +225,5 @@ class SinkWatch:
         self._waits.add(cause, seconds)
 
     def taken(self) -> None:
-        self._taken()
+        if self._taken is not None:  # a keyed feed: the batch counts as received now
+            self._taken()

@@ -31,8 +31,7 @@ from .resources import fetcher_host_stats
 from .sizing import Sizing
 
 if TYPE_CHECKING:
-    from .procs.options import Processes, WorkerSpec
-    from .ray.options import RayActors
+    from .options import RunSpec
 
 __all__ = [
     "KeyCall",
@@ -241,7 +240,7 @@ class LocalBackend:
         fn = self._fn
         if self._async:
             return _AwaitCall(fn, worker_id, batch_size)
-        if self._own is not None:
+        if self._own is not None and self._sizing.pump_ahead:
 
             def call() -> Any:
                 return fn(worker_id, batch_size())
@@ -286,29 +285,27 @@ class LocalBackend:
             self._on_late(outcome[1])
 
 
-def make_backend(
-    workers: Processes | RayActors | None,
-    fn: Callable[..., Any],
-    *,
-    executor: Executor | None,
-    sizing: Sizing,
-    source: str,
-    worker_ids: tuple[int, ...],
-    spec: WorkerSpec | None,
-    on_late: Callable[[Any], None],
-) -> WorkerBackend:
+def make_backend(spec: RunSpec, on_late: Callable[[Any], None]) -> WorkerBackend:
     """The backend for a feed's ``workers`` option (None: this process)."""
+    opts, sizing = spec.options, spec.sizing
+    workers, source = opts.workers, opts.source
     if workers is None:
-        return LocalBackend(fn, executor=executor, sizing=sizing, source=source, on_late=on_late)
-    assert spec is not None
+        return LocalBackend(
+            spec.fn, executor=opts.executor, sizing=sizing, source=source, on_late=on_late
+        )
+    assert spec.process_spec is not None
     from .procs.options import Processes
 
     if isinstance(workers, Processes):
         from .procs.pool import WorkerPool
 
-        return WorkerPool(workers, spec, source=source, worker_ids=worker_ids)
+        return WorkerPool(workers, spec.process_spec, source=source, worker_ids=spec.worker_ids)
     from .ray.backend import RayBackend
 
     return RayBackend(
-        workers, spec, source=source, worker_ids=worker_ids, concurrency=sizing.workers
+        workers,
+        spec.process_spec,
+        source=source,
+        worker_ids=spec.worker_ids,
+        concurrency=sizing.workers,
     )

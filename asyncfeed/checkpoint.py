@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import operator
 import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, final
 
@@ -43,6 +44,7 @@ def _config(spec: KeySpec) -> dict[str, Any]:
 @final
 class Tracker:
     """A keyed feed's consumed positions; thread-safe (sinks' readers report from theirs).
+    ``state``: where to resume from (default: the keys' ``from_keys(state=...)``).
 
     Raises:
         ConfigError: ``state`` cannot be honoured by this configuration (names the field).
@@ -60,8 +62,10 @@ class Tracker:
         self.batch_size = batch_size  # the size last asked for
         self._batch_sizes: list[list[int]] = [[0, batch_size]]  # [first batch index, size]
         self._batches = 0
+        self._drops: deque[tuple[int, Provenance]] = deque()  # (after, dropped rows)
         self._rows = 0
         self.skipped = 0
+        state = spec.state if state is None else state  # from_keys(state=...)
         if state is not None:
             self._load(state)
 
@@ -100,11 +104,18 @@ class Tracker:
             self._batches += 1
             self._rows += rows
             self._settle(provenance)
+            drops = self._drops
+            while drops and drops[0][0] <= self._batches:
+                self._settle(drops.popleft()[1])
 
-    def dropped(self, provenance: Provenance) -> None:
-        """Rows dropped for good (``drop_last``): settled as a full run would settle them."""
+    def dropped(self, provenance: Provenance, after: int) -> None:
+        """Rows ``drop_last`` dropped, after the batch of index ``after - 1``: settled once
+        the consumer received that batch (the dropped rows' keys may have rows in it)."""
         with self._lock:
-            self._settle(provenance)
+            if self._batches >= after:
+                self._settle(provenance)
+            else:  # forgotten if the feed stops first: the keys are fetched again
+                self._drops.append((after, provenance))
 
     def nothing(self, epoch: int, index: int, position: int, *, skipped: bool) -> None:
         """A key gave no rows: None, an empty chunk, or a failure skipped (``skipped``)."""

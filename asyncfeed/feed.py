@@ -15,6 +15,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, Self, TextIO, Unpack, cast, final
 
+from .adaptive.options import Adaptive
 from .batch import Batch
 from .blocking import SyncFace, check_on_loop, forgotten, on_loop
 from .bridge import stop_at_exit
@@ -80,11 +81,7 @@ class Feed:
         self._life: Final = Lifecycle()
         self._sync: Final = SyncFace()
         self._run: Run | None = None
-        self._tracker = (
-            None
-            if keyed is None
-            else Tracker(keyed.spec, batch_size=opts.batch_size, state=keyed.spec.state)
-        )
+        self._tracker = None if keyed is None else Tracker(keyed.spec, batch_size=opts.batch_size)
         self._pending_size: int | None = None  # set_batch_size() of a seed feed not started
         self._finalizer: weakref.finalize[Any, Feed] | None = None
 
@@ -161,7 +158,7 @@ class Feed:
         return self._spec.options.source
 
     @property
-    def concurrency(self) -> int:
+    def concurrency(self) -> int | Adaptive:
         return self._spec.options.concurrency
 
     @property

@@ -20,7 +20,7 @@ from .batch import Batch, Provenance
 from .bridge import start_thread, to_thread
 from .errors import AsyncFeedError, ConfigError, SinkError
 from .queues import Channel, ChannelClosed
-from .sinks import Sink
+from .sinks import Sink, WatchedSink
 from .stats import DropCause, Ledger, Stage
 
 __all__ = ["HANDOFF_DEPTH", "Receipts", "SinkBridge", "check_sink"]
@@ -109,13 +109,13 @@ class SinkBridge:
         "_name",
         "_on_delivered",
         "_outcome",
-        "_receipts",
         "_settled",
         "_shut",
         "_thread",
         "_waiter",
         "_work",
         "blocked",
+        "receipts",
         "sink",
     )
 
@@ -125,13 +125,18 @@ class SinkBridge:
         *,
         name: str,
         on_delivered: Callable[[int], None],
-        receipts: Receipts | None = None,
+        on_received: Callable[[Provenance, int], None] | None = None,
         depth: int = HANDOFF_DEPTH,
     ) -> None:
         self.sink: Final = sink
         self._name: Final = name
         self._on_delivered: Final = on_delivered
-        self._receipts: Final = receipts
+        #: When a keyed feed's batches count as received (None: a seed-style feed).
+        self.receipts: Final = (
+            None
+            if on_received is None
+            else Receipts(on_received, watched=isinstance(sink, WatchedSink))
+        )
         self._depth: Final = depth
         self._low: Final = max(0, depth // 2 - 1)  # wake a waiting loop when this few are left
         self._work: Final[queue.SimpleQueue[Batch | None]] = queue.SimpleQueue()
@@ -219,7 +224,7 @@ class SinkBridge:
 
     def _serve(self) -> None:
         """The bridge thread: ``put`` each batch, account for its rows, tell the loop."""
-        work, sink, ledger, receipts = self._work, self.sink, self._ledger, self._receipts
+        work, sink, ledger, receipts = self._work, self.sink, self._ledger, self.receipts
         halted: DropCause | None = None  # after a failed put, later batches are not put
         try:
             while (batch := work.get()) is not None:

@@ -22,7 +22,6 @@ def probe_for(run: Run) -> Probe:
     """The wait probe of ``run``."""
     ledger, spec = run.sq.ledger, run.spec
     bridge = run.bridge
-    load = getattr(spec.fn, "load", None) if run.backend.opens_fetcher else None
 
     def ready_rows() -> int:
         return ledger.rows(Stage.QUEUED) + ledger.rows(Stage.REBATCHING)
@@ -37,11 +36,12 @@ def probe_for(run: Run) -> Probe:
     return Probe(
         batch_size=spec.options.batch_size,
         counters=run.counters,
+        inflight=run.inflight,
         ready_rows=ready_rows,
         limit=lambda: run.limit,
         remote=not run.backend.opens_fetcher,
         keys_starved=None if spec.keys is None else keys_starved,
-        load=load if callable(load) else None,
+        load=run.load,
         handing=handing,
     )
 
@@ -86,7 +86,7 @@ def snapshot(run: Run, state: str) -> FeedStats:
         backpressure_s_by_stage=backpressure,
         time_to_first_batch_s=counters.time_to_first_batch(),
         queues=queues,
-        inflight=counters.inflight,
+        inflight=run.inflight(),
         concurrency_limit=run.limit,
         concurrency_reason=run.limit_reason,
         epoch=None if run.tracker is None else run.tracker.epoch,

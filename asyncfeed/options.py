@@ -14,6 +14,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from .adaptive.options import MAX_CONCURRENCY, Adaptive
 from .errors import ConfigError
 from .procs.options import Processes
 from .ray.options import RayActors
@@ -77,7 +78,7 @@ class FeedKwargs(TypedDict, total=False):
     ``start_method`` and ``worker_init`` are shorthand for ``workers=Processes(...)``.
     """
 
-    concurrency: int
+    concurrency: int | Adaptive
     source: str
     max_buffered_chunks: int
     prefetch_batches: int
@@ -103,7 +104,8 @@ class FeedOptions:
         blobs: blob names, in the order chunks hold their arrays.
         batch_size: rows per batch (also passed to seed-style fetchers as a hint).
         concurrency: fetch calls in flight at most (see ``sizing.py`` for what that means
-            in tasks, threads and worker processes). Default 4.
+            in tasks, threads and worker processes). Default 4. ``Adaptive(min, max)``:
+            the feed chooses, about every second, between the bounds (``adapt.py``).
         source: chunk-queue name; seed-style feeds of one source on one loop share its
             queue. Default ``"train"``, ``"keys"`` for keyed feeds (whose queue is their own).
         max_buffered_chunks: bound of the chunk queue. Default 800.
@@ -127,7 +129,7 @@ class FeedOptions:
 
     blobs: tuple[str, ...]
     batch_size: int
-    concurrency: int = 4
+    concurrency: int | Adaptive = 4
     source: str = "train"
     max_buffered_chunks: int = 800
     prefetch_batches: int = 2
@@ -140,6 +142,16 @@ class FeedOptions:
     external_loggers: tuple[ExternalLogger, ...] = field(default=())
     sink: Sink | None = None
     workers: Workers = None
+
+    @property
+    def adaptive(self) -> Adaptive | None:
+        """The adaptive policy, or None for a fixed ``concurrency``."""
+        return self.concurrency if isinstance(self.concurrency, Adaptive) else None
+
+    @property
+    def max_concurrency(self) -> int:
+        """The most fetch calls in flight: ``concurrency``, or an adaptive policy's ``max``."""
+        return _most(self.concurrency)
 
     @classmethod
     def check(
@@ -183,7 +195,9 @@ class FeedOptions:
         for logger in loggers:
             if not callable(getattr(logger, "log", None)):
                 raise ConfigError(f"external logger {logger!r} has no log(dict) method")
-        concurrency = check_positive_int("concurrency", get("concurrency", 4), maximum=65536)
+        concurrency = get("concurrency", 4)
+        if not isinstance(concurrency, Adaptive):
+            concurrency = check_positive_int("concurrency", concurrency, maximum=MAX_CONCURRENCY)
         return cls(
             blobs=check_blobs(blobs),
             batch_size=check_positive_int("batch_size", batch_size, maximum=MAX_BATCH_SIZE),
@@ -201,11 +215,15 @@ class FeedOptions:
             log_interval=_check_interval(get("log_interval", 60.0)),
             external_loggers=tuple(loggers),
             sink=_check_sink(get("sink")),
-            workers=_check_workers(options, concurrency, executor),
+            workers=_check_workers(options, _most(concurrency), executor),
         )
 
 
 _NAMES = frozenset(FeedKwargs.__annotations__)
+
+
+def _most(concurrency: int | Adaptive) -> int:
+    return concurrency.max if isinstance(concurrency, Adaptive) else concurrency
 
 
 def _check_interval(value: object) -> float | None:
@@ -296,18 +314,25 @@ class RunSpec:
         from .sizing import plan
 
         workers = options.workers
+        adaptive = options.adaptive
         sizing = plan(
-            options.concurrency,
+            options.max_concurrency,
             options.max_buffered_chunks,
             own_threads=options.executor is None and not is_async_callable(fn),
             processes=None if workers is None else workers.n,
+            gated=adaptive is not None,
         )
+        use_adaptive = getattr(fn, "use_adaptive", None)
+        if workers is not None and adaptive is not None and callable(use_adaptive):
+            use_adaptive(adaptive)  # its copies in the workers limit each host as one would
         return cls(
             fn=fn,
             options=options,
             keys=keys,
             worker_ids=(
-                tuple(next_worker_id() for _ in range(options.concurrency)) if keys is None else ()
+                tuple(next_worker_id() for _ in range(options.max_concurrency))
+                if keys is None
+                else ()
             ),
             sizing=sizing,
             process_spec=(

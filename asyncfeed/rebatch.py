@@ -97,8 +97,8 @@ class Rebatcher:
         "_tag_head",
         "_tag_rows",
         "_tags",
-        "track",
         "rebatch",
+        "track",
     )
 
     def __init__(

@@ -16,13 +16,15 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final, final
 
+from .adapt import Controller
 from .attribution import SinkWatch, Waits
-from .backend import make_backend
+from .backend import WorkerBackend, make_backend
 from .batch import Batch
 from .checkpoint import Tracker
 from .errors import FeedExhausted, FeedStateError, FeedTimeoutError, first_error
 from .fetch import ErrorBudget, Fetcher, key_workers, seed_workers
-from .handoff import Receipts, SinkBridge
+from .gate import Gate, GatedBackend
+from .handoff import SinkBridge
 from .keysource import KeyItem, KeySource
 from .observe import probe_for, snapshot
 from .options import RunSpec
@@ -69,11 +71,6 @@ class Run:
         self.batches: Final[Channel[Batch]] = Channel(opts.prefetch_batches)
         self.tracker: Final = tracker
         sink = opts.sink
-        self._receipts: Final = (
-            None
-            if sink is None or tracker is None
-            else Receipts(tracker.received, watched=isinstance(sink, WatchedSink))
-        )
         self.bridge: Final = (
             None
             if sink is None
@@ -81,7 +78,7 @@ class Run:
                 sink,
                 name=f"asyncfeed-{opts.source}-sink",
                 on_delivered=self.counters.delivered,
-                receipts=self._receipts,
+                on_received=None if tracker is None else tracker.received,
             )
         )
         first, size, sizes = (0, opts.batch_size, []) if tracker is None else tracker.rebatching()
@@ -112,24 +109,27 @@ class Run:
             on_error=self._budget,
             stop_cause=self._held_rows_cause,
         )
-        self.backend: Final = make_backend(
-            opts.workers,
-            spec.fn,
-            executor=opts.executor,
-            sizing=spec.sizing,
-            source=opts.source,
-            worker_ids=spec.worker_ids,
-            spec=spec.process_spec,
-            on_late=self.fetcher.drop_late,
+        adaptive = opts.adaptive
+        self.gate: Final = None if adaptive is None else Gate(adaptive.initial)
+        backend = make_backend(spec, on_late=self.fetcher.drop_late)
+        self.backend: Final[WorkerBackend] = (
+            backend if self.gate is None else GatedBackend(backend, self.gate)
         )
+        load = getattr(spec.fn, "load", None) if backend.opens_fetcher else None
+        #: The fetcher's ``load()`` (decodes queued, requests held), where it runs here.
+        self.load: Final = load if callable(load) else None
         self._lag: Final = LagWarning(opts.source)
-        self.limit = opts.concurrency  # fetch calls allowed in flight now
-        self.limit_reason = "fixed"
+        self.limit = opts.max_concurrency if adaptive is None else adaptive.initial
+        self.limit_reason = "fixed" if adaptive is None else "start"  # why self.limit is so
         self.key_channel: Channel[KeyItem] | None = None
         self.waits: Final = Waits()
         self.probe: Final = probe_for(self)
+        self.controller: Final = (
+            None if self.gate is None or adaptive is None else Controller(self, self.gate, adaptive)
+        )
         if isinstance(sink, WatchedSink):
-            taken = self._receipts.taken if self._receipts is not None else _nothing
+            receipts = None if self.bridge is None else self.bridge.receipts
+            taken = None if receipts is None else receipts.taken
             sink.watch(SinkWatch(self.waits, self.probe, taken))
         self._resources: Final = contextlib.AsyncExitStack()
         self.error: BaseException | None = None
@@ -144,6 +144,10 @@ class Run:
     @property
     def source(self) -> str:
         return self.spec.options.source
+
+    def inflight(self) -> int:
+        """Fetch calls running now (an adaptive feed's workers waiting at its gate are not)."""
+        return self.counters.inflight if self.gate is None else self.gate.inflight
 
     def batch_size(self) -> int:
         """Rows of the batch being made (the hint seed-style fetchers are given)."""
@@ -194,6 +198,8 @@ class Run:
                 if opts.log_interval is not None:
                     logger = log_every(opts.log_interval, self.stats_now, opts.external_loggers)
                     services.append(self._task(logger, "log", tg))
+                if self.controller is not None:
+                    services.append(self._task(self.controller.run(), "adapt", tg))
                 await asyncio.wait({last})
                 for service in services:
                     service.cancel()
@@ -392,7 +398,3 @@ class Run:
 
     def stats_now(self) -> FeedStats:
         return self.stats(self._life.state.value)
-
-
-def _nothing() -> None:
-    return None

@@ -5,10 +5,13 @@
 - **async fetchers** (in this process): ``concurrency`` worker tasks on the feed's loop, each
   awaiting one call at a time. A keyed feed adds one dispatcher task and a key channel of
   ``concurrency`` keys.
+- **an adaptive limit** (``concurrency=Adaptive(min, max)``): everything below is sized for
+  ``max``, and a gate (``gate.py``) admits as many calls as the limit of the moment.
 - **sync fetchers on the feed's own threads** (no ``executor``): ``concurrency`` daemon
-  threads. A seed-style fetcher runs in a pump: its thread calls it again and again, up to
-  :func:`pump_ahead` results ahead of its worker task, so all the pumps together hold at most
-  half as many chunks as the chunk queue. A keyed fetcher runs one call per key.
+  threads, started as needed. A seed-style fetcher runs in a pump: its thread calls it again
+  and again, up to :func:`pump_ahead` results ahead of its worker task, so all the pumps
+  together hold at most half as many chunks as the chunk queue. A keyed fetcher runs one
+  call per key.
 - **sync fetchers on the user's executor**: one submit per call, at most ``concurrency``
   at a time; the executor's own size also limits them.
 - **worker processes** (``Processes(n)``): the feed's loop still runs ``concurrency`` worker
@@ -49,7 +52,8 @@ class Sizing:
         workers: fetch worker tasks on the feed's loop.
         key_buffer: keys the dispatcher may hand out ahead of the workers (keyed feeds).
         threads: threads of the feed's own pool for sync fetchers in this process (0: none).
-        pump_ahead: results each pumped sync fetcher may make ahead of its worker.
+        pump_ahead: results each pumped sync fetcher may make ahead of its worker (0: no
+            pumps, one submit per call).
         per_process: calls each worker process (or Ray actor) serves at once (0 without
             either): its share of ``concurrency``.
     """
@@ -67,13 +71,16 @@ def plan(
     *,
     own_threads: bool,
     processes: int | None,
+    gated: bool = False,
 ) -> Sizing:
     """The sizing of a feed; ``own_threads``: a sync fetcher runs on the feed's own pool;
-    ``processes``: the worker processes or Ray actors the calls are shared by."""
+    ``processes``: the worker processes or Ray actors the calls are shared by; ``gated``:
+    an adaptive limit admits the calls (``concurrency`` is its ``max``), so no pump may call
+    ahead of it (``pump_ahead`` 0: one submit per call, on threads started as needed)."""
     return Sizing(
         workers=concurrency,
         key_buffer=concurrency,
         threads=concurrency if own_threads and processes is None else 0,
-        pump_ahead=pump_ahead(max_buffered_chunks, concurrency),
+        pump_ahead=0 if gated else pump_ahead(max_buffered_chunks, concurrency),
         per_process=math.ceil(concurrency / processes) if processes else 0,
     )

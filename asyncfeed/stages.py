@@ -52,7 +52,7 @@ class RebatchStage:
         *,
         drop_last: bool,
         on_starved: Callable[[], None],
-        on_dropped: Callable[[Provenance], None] | None = None,
+        on_dropped: Callable[[Provenance, int], None] | None = None,
     ) -> None:
         self.chunks: Final = chunks
         self.batches: Final = batches
@@ -150,7 +150,7 @@ class RebatchStage:
             if rows:
                 self.ledger.drop(rows, Stage.REBATCHING, DropCause.DROP_LAST)
             if self.on_dropped is not None and provenance:
-                self.on_dropped(provenance)
+                self.on_dropped(provenance, self.rebatcher.batches_made)
             return
         last = self.rebatcher.flush()
         if last is not None:

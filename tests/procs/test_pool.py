@@ -136,7 +136,7 @@ async def test_host_stats_of_the_workers_are_merged() -> None:
     assert host["workers"] == 2  # one per worker process, summed
     # a worker also counts the calls in flight when the feed stopped (one per fetch worker
     # at most): their results were never taken, so the feed did not count them
-    assert 20 * 8 // 5 <= host["requests"] <= stats.fetch_calls + feed.concurrency
+    assert 20 * 8 // 5 <= host["requests"] <= stats.fetch_calls + feed.options.max_concurrency
     assert host["p99"] == 5.0  # a peak: the larger of the two, not their sum
 
 
