@@ -150,7 +150,7 @@ class Probe:
     """Reads a running feed's stages to name the cause of a wait (see :func:`wait_cause`).
 
     Args:
-        batch_size: rows per batch.
+        batch_size: rows of the batch being made (it may change).
         counters: the feed's counters (``idle``).
         inflight: fetch calls running now.
         ready_rows: rows queued for the rebatcher or carried by it.
@@ -166,7 +166,7 @@ class Probe:
     def __init__(
         self,
         *,
-        batch_size: int,
+        batch_size: Callable[[], int],
         counters: FeedCounters,
         inflight: Callable[[], int],
         ready_rows: Callable[[], int],
@@ -193,7 +193,7 @@ class Probe:
         return wait_cause(
             sink_behind=sink_side and handing() > 0,
             ready_rows=ready_rows(),
-            batch_size=batch_size,
+            batch_size=batch_size(),
             remote=remote,
             inflight=inflight(),
             limit=limit(),

@@ -231,12 +231,13 @@ async def _hand_when_ready(
 
 
 def _hand(run: Run, cf: concurrent.futures.Future[Batch], batch: Batch) -> None:
-    try:
-        cf.set_result(batch)
-    except concurrent.futures.InvalidStateError:  # the getter timed out meanwhile
+    """Hand ``batch`` to a waiting ``get()``: counted as received (a ``state_dict()`` its
+    thread takes next includes it) before the getter can see it, and only if it takes it."""
+    if not cf.set_running_or_notify_cancel():  # the getter timed out meanwhile
         run.batches.put_front(batch)
         return
     run.delivered(batch)
+    cf.set_result(batch)
 
 
 def _cancel_soon(task: asyncio.Task[Any]) -> None:

@@ -368,8 +368,9 @@ class Feed:
         return merge_states(states)
 
     def set_batch_size(self, batch_size: int) -> None:
-        """Make batches of ``batch_size`` rows from the next batch started on (thread-safe).
-        Carried rows are kept; seed-style fetchers' hint follows; a resume goes on with it."""
+        """Make batches of ``batch_size`` rows from the next batch started on (thread-safe;
+        from another thread it applies on the loop soon after). Carried rows are kept;
+        seed-style fetchers' hint follows; the state records it, so a resume goes on with it."""
         size = check_positive_int("batch_size", batch_size, maximum=MAX_BATCH_SIZE)
         run = self._run
         if run is not None:
@@ -392,6 +393,8 @@ class Feed:
     def stats(self) -> FeedStats:
         """A consistent snapshot; callable from any thread, in any state."""
         run = self._run
-        if run is None:
-            return unstarted(self.source, self.state.value)
-        return run.stats(self.state.value)
+        if run is not None:
+            return run.stats(self.state.value)
+        tracker = self._tracker  # a keyed feed not started: where it will resume
+        epoch = None if tracker is None else tracker.epoch
+        return unstarted(self.source, self.state.value, epoch)

@@ -49,7 +49,7 @@ class Gate:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():  # the slot came with the cancel
                 self.release(completed=False)
-            else:
+            elif waiter in self._waiters:
                 self._waiters.remove(waiter)
             raise
 

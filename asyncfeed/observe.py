@@ -34,7 +34,7 @@ def probe_for(run: Run) -> Probe:
         return keys is not None and not keys and keys.waiting_getters > 0 and not keys.closed
 
     return Probe(
-        batch_size=spec.options.batch_size,
+        batch_size=run.batch_size,
         counters=run.counters,
         inflight=run.inflight,
         ready_rows=ready_rows,
@@ -94,9 +94,9 @@ def snapshot(run: Run, state: str) -> FeedStats:
     )
 
 
-def unstarted(source: str, state: str) -> FeedStats:
-    """The statistics of a feed that never ran: all zero."""
-    return FeedCounters().snapshot(
+def unstarted(source: str, state: str, epoch: int | None = None) -> FeedStats:
+    """The statistics of a feed that never ran: all zero (``epoch``: a keyed feed's)."""
+    stats = FeedCounters().snapshot(
         source=source,
         state=state,
         ledger=None,
@@ -104,3 +104,4 @@ def unstarted(source: str, state: str) -> FeedStats:
         batch_queue_depth=0,
         hosts={},
     )
+    return stats if epoch is None else dataclasses.replace(stats, epoch=epoch)

@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -58,7 +59,7 @@ async def async_key_rows(key: int) -> Any:
     return {"x": x, "ids": ids}
 
 
-def expected_key_ids(keys: range) -> list[int]:
+def expected_key_ids(keys: Iterable[int]) -> list[int]:
     return [i for k in keys for i in range(8 * k, 8 * k + 1 + k % 5)]
 
 

@@ -229,3 +229,40 @@ async def test_a_get_that_waits_is_counted_with_its_cause(counter: CounterSource
         assert list(stats.consumer_wait_by_cause) == ["fetch_limit"]
     finally:
         await to_thread(feed.stop, name="test-stop")
+
+
+async def test_a_throttling_service_is_throttled() -> None:
+    """A service that allows 100 requests/s answers the rest 429: the host's rate limit
+    holds requests back, and the consumer's waits are laid at that door."""
+    async with af.ImageService(count=16, size=16, fmt="png", max_rate=100) as service:
+        feed = af.Feed.from_keys(
+            service.urls(300), af.HttpFetcher(adaptive=True, decode_threads=2),
+            blobs=["data"], batch_size=8, concurrency=32, log_interval=None,
+        )  # fmt: skip
+        async with feed:
+            async for _ in feed:
+                pass
+    stats = feed.stats()
+    assert stats.rows_delivered == 300 and service.throttled > 0
+    assert main_cause(stats.consumer_wait_by_cause) == "throttled", stats.consumer_wait_by_cause
+
+
+async def test_a_busy_decode_pool_is_decode() -> None:
+    """One decode thread, and every image takes it 20 ms (a heavy transform): fetched bodies
+    queue for it, and that is where the consumer's waits come from."""
+
+    def heavy(image: np.ndarray, key: Any) -> np.ndarray:
+        time.sleep(0.02)  # the work of a CPU-heavy decode, holding the only decode thread
+        return image
+
+    async with af.ImageService(count=16, size=16, fmt="png") as service:
+        feed = af.Feed.from_keys(
+            service.urls(120), af.HttpFetcher(transform=heavy, decode_threads=1),
+            blobs=["data"], batch_size=8, concurrency=16, log_interval=None,
+        )  # fmt: skip
+        async with feed:
+            async for _ in feed:
+                pass
+    stats = feed.stats()
+    assert stats.rows_delivered == 120
+    assert main_cause(stats.consumer_wait_by_cause) == "decode", stats.consumer_wait_by_cause

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -417,3 +418,19 @@ async def test_set_batch_size_takes_effect_from_the_next_batch_and_keeps_every_r
         assert feed.state_dict()["batch_size"] == 9
     assert sizes[:3] == [4, 4, 4] and 9 in sizes and set(sizes[:-1]) <= {4, 9}
     assert ids == [i for k in range(60) for i in rows_of(k)[0].tolist()]
+
+
+def test_a_state_taken_right_after_get_counts_the_batch_get_returned() -> None:
+    """``get()`` from a thread: the batch is counted as received before the getter sees
+    it, so a ``state_dict()`` taken next never misses it (and a resume never repeats it).
+    Thread switches are forced as often as possible to give a race every chance."""
+    feed = af.Feed.from_keys(range(3000), lambda k: [np.array([k])], blobs=["k"], batch_size=1)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with feed:
+            for n in range(1, 1501):
+                feed.get(timeout=30)
+                assert feed.state_dict()["delivered"]["batches"] == n
+    finally:
+        sys.setswitchinterval(interval)

@@ -98,9 +98,13 @@ async def test_without_adaptive_the_same_pause_ends_the_retries(fault_server: Fa
 
 
 async def run_feed(
-    service: af.ImageService, keys: int, fetcher: af.HttpFetcher, concurrency: int = 128
+    service: af.ImageService,
+    keys: int,
+    fetcher: af.HttpFetcher,
+    concurrency: int | af.Adaptive = 128,
 ) -> list[Any]:
-    """Every key through a feed of a fixed, large concurrency; host stats at each batch."""
+    """Every key through a feed of a large fixed concurrency, or an adaptive one (the
+    fetcher follows it); host stats at each batch."""
     feed = af.Feed.from_keys(
         service.urls(keys),
         fetcher,
@@ -120,12 +124,16 @@ async def run_feed(
     return seen
 
 
-async def test_limit_settles_near_a_concurrency_limited_service() -> None:
+@pytest.mark.parametrize("concurrency", [128, af.Adaptive(max=128)], ids=["fixed", "adaptive"])
+async def test_limit_settles_near_a_concurrency_limited_service(
+    concurrency: int | af.Adaptive,
+) -> None:
     k = 8
     service = af.ImageService(count=32, size=16, fmt="png", latency_ms=25, max_concurrent=k)
     async with service:
-        fetcher = af.HttpFetcher(adaptive=True, decode_threads=2)
-        seen = await run_feed(service, 1200, fetcher)
+        adaptive = None if isinstance(concurrency, af.Adaptive) else True  # None: the feed's
+        fetcher = af.HttpFetcher(adaptive=adaptive, decode_threads=2)
+        seen = await run_feed(service, 1200, fetcher, concurrency)
         assert service.peak_in_flight <= k
     half = len(seen) // 2  # converged: the second half of the batches
     limits = [host["limit"] for _, host in seen[half:]]
@@ -137,11 +145,15 @@ async def test_limit_settles_near_a_concurrency_limited_service() -> None:
     assert end["status"]["4xx"] == service.throttled  # every refusal seen and counted
 
 
-async def test_every_key_arrives_from_a_rate_limited_fast_service() -> None:
+@pytest.mark.parametrize("concurrency", [64, af.Adaptive(max=64)], ids=["fixed", "adaptive"])
+async def test_every_key_arrives_from_a_rate_limited_fast_service(
+    concurrency: int | af.Adaptive,
+) -> None:
     service = af.ImageService(count=32, size=16, fmt="png", max_rate=150)
     async with service:
-        fetcher = af.HttpFetcher(adaptive=True, decode_threads=2)
-        seen = await run_feed(service, 1000, fetcher, concurrency=64)
+        adaptive = None if isinstance(concurrency, af.Adaptive) else True
+        fetcher = af.HttpFetcher(adaptive=adaptive, decode_threads=2)
+        seen = await run_feed(service, 1000, fetcher, concurrency)
     end = seen[-1][1]
     assert end["status"]["4xx"] == service.throttled
     assert service.throttled / end["requests"] < 0.10

@@ -72,7 +72,7 @@ async def test_max_errors_skips_failed_keys_in_every_process() -> None:
     )
     async with feed:
         ids = sorted(int(i) for b in [b async for b in feed] for i in b["ids"])
-    assert ids == pf.expected_key_ids([k for k in keys if k % 10 != 3])  # type: ignore[arg-type]
+    assert ids == pf.expected_key_ids([k for k in keys if k % 10 != 3])
     assert feed.stats().fetch_errors == 10
     check_accounting(feed.stats())
 

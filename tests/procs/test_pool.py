@@ -91,7 +91,7 @@ async def test_keyed_feed_shards_drops_last_and_passes_none_and_mappings() -> No
     async with feed:
         ids = sorted(i for b in [b async for b in feed] for i in check_batch(b, 16))
     mine = [k for k in keys if k % 3 == 1 and k % 7 != 6]
-    expected = pf.expected_key_ids(mine)  # type: ignore[arg-type]
+    expected = pf.expected_key_ids(mine)
     tail = len(expected) % 16
     stats = feed.stats()
     check_accounting(stats)
