@@ -63,14 +63,18 @@ def wait_cause(
         keys_starved: keyed workers wait for keys that the key source has not produced.
         throttled: requests held by retry backoff, ``Retry-After`` or an adaptive limit.
         decode_queued: decodes waiting for a thread of the decode pool.
+
+    Held requests and queued decodes name the cause only when they are a quarter of the
+    calls in flight or more: a retry or two among 64 calls is not what the consumer waits on.
     """
     if sink_behind:
         return "sink"
     if ready_rows >= batch_size:
         return "rebatch"
-    if throttled:
+    significant = max(1, inflight) / 4
+    if throttled >= significant:
         return "throttled"
-    if decode_queued:
+    if decode_queued >= significant:
         return "decode"
     if keys_starved or (idle and inflight == 0):
         return "source"

@@ -28,7 +28,6 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import aiohttp
@@ -37,6 +36,7 @@ from tqdm import tqdm
 
 from .adaptive import Adaptive
 from .bridge import DaemonThreadPool
+from .demoreport import LEGEND, DemoReport
 from .errors import FetchError
 from .feed import Feed
 from .fetchers.decode import ImageOptions
@@ -50,92 +50,10 @@ __all__ = ["DEMO_MAX_CONCURRENT", "LEGEND", "DemoError", "DemoReport", "check_ur
 CLASSES = 10
 #: What the embedded service serves at once with ``--adaptive`` and no other limit.
 DEMO_MAX_CONCURRENT = 16
-#: Limit changes kept for the summary (the first and the last ones).
-LIMIT_STEPS = 12
-LEGEND = (
-    "progress: chunks, batches = waiting in the feed's queues; retried = failed requests "
-    "sent again; skipped = keys given up after their last attempt; waiting = the training "
-    "step's share of time spent waiting for data"
-)
 
 
 class DemoError(Exception):
     """The demo cannot run as asked; ``str()`` is a one-line reason for the command line."""
-
-
-@dataclass
-class DemoReport:
-    """What the demo measured; filled while it runs, printed at the end."""
-
-    source: str = ""
-    consumer: str = ""
-    device: str | None = None
-    batch_size: int = 0
-    rows: int = 0
-    batches: int = 0
-    waits: list[float] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
-    retries: int = 0
-    skipped: int = 0
-    max_errors: int | None = None
-    errors: dict[str, int] = field(default_factory=dict)
-    started: float = field(default_factory=time.perf_counter)
-    ended: float | None = None
-    interrupted: bool = False
-    limits: list[tuple[int, str]] = field(default_factory=list)
-    throttled: int = 0
-    service_limit: str | None = None
-
-    def table(self) -> str:
-        """The summary table, one ``name  value`` row per line."""
-        elapsed = (self.ended or time.perf_counter()) - self.started
-        p50, p99 = np.percentile(self.waits, [50, 99]) if self.waits else (0.0, 0.0)
-        rows = [
-            ("rows", f"{self.rows:,}"),
-            ("batches", f"{self.batches:,} of {self.batch_size}"),
-            ("rows/s", f"{self.rows / elapsed:,.0f}" if elapsed > 0 else "0"),
-            ("wait for a batch", f"p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms"),
-            ("consumer waiting", f"{self.waiting_share:.0%} of the time"),
-            ("failures", self._failures()),
-            ("retried", f"{self.retries:,} failed requests sent again"),
-            ("skipped", self._skipped()),
-        ]
-        if self.limits:
-            rows.append(("host limit", self._limits()))
-            rows.append(("throttled", f"{self.throttled:,} requests answered 429"))
-        if self.losses:
-            rows.append((f"{self.consumer} loss", f"{self.losses[0]:.3f} → {self.losses[-1]:.3f}"))
-        status = ", interrupted" if self.interrupted else ""
-        where = "" if self.device is None else f", {self.device} via TorchSink"
-        head = f"asyncfeed demo: {self.source}, {elapsed:.1f} s{where}{status}"
-        width = max(len(name) for name, _ in rows)
-        return "\n".join([head, *(f"  {name:<{width}}  {value}" for name, value in rows)])
-
-    def _failures(self) -> str:
-        """Every failed request by kind: each was either retried or its key skipped."""
-        if not self.errors:
-            return "none"
-        kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(self.errors.items()))
-        return f"{sum(self.errors.values()):,} ({kinds})"
-
-    def _limits(self) -> str:
-        """The host limit's path: ``16 → 32 → 17 (probing) → 16 (hold)``."""
-        steps = self.limits
-        if len(steps) > LIMIT_STEPS:
-            steps = [*steps[: LIMIT_STEPS // 2], (-1, ""), *steps[-LIMIT_STEPS // 2 :]]
-        path = " → ".join("…" if n < 0 else str(n) for n, _ in steps)
-        served = "" if self.service_limit is None else f"; the service allows {self.service_limit}"
-        return f"{path} ({steps[-1][1]}){served}"
-
-    def _skipped(self) -> str:
-        budget = "" if self.max_errors is None else f", at most --max-errors {self.max_errors:,}"
-        return f"{self.skipped:,} keys given up after their last attempt{budget}"
-
-    @property
-    def waiting_share(self) -> float:
-        """The consumer's share of the run spent waiting for batches (its starvation)."""
-        elapsed = (self.ended or time.perf_counter()) - self.started
-        return min(1.0, sum(self.waits) / elapsed) if elapsed > 0 else 0.0
 
 
 Step = Callable[[Mapping[str, Any]], float]
@@ -264,14 +182,13 @@ async def run_demo(args: argparse.Namespace, report: DemoReport, out: TextIO) ->
         report.consumer, step = await asyncio.wrap_future(make_step)
         report.batch_size = args.batch_size
         report.max_errors = args.max_errors
-        adaptive = None
-        if args.adaptive:  # from --concurrency, as a naive setting would be, down to the host's
-            adaptive = Adaptive(max=args.concurrency, start=args.concurrency)
+        concurrency: int | Adaptive = args.concurrency
+        if args.adaptive:  # the feed and its host limits adapt, from --concurrency down
+            concurrency = Adaptive(max=args.concurrency, start=args.concurrency)
             report.limits.append((args.concurrency, "start"))
-        fetcher = HttpFetcher(
+        fetcher = HttpFetcher(  # follows the feed's policy
             image=ImageOptions(size=(args.image_size, args.image_size)),
             retry=Retry(attempts=4, backoff=0.05, deadline=10.0),
-            adaptive=adaptive,
         )
         sink = None
         if device is not None:  # uint8 crosses to the device, converted there
@@ -281,7 +198,7 @@ async def run_demo(args: argparse.Namespace, report: DemoReport, out: TextIO) ->
             fetcher,
             blobs=["data", "label"],
             batch_size=args.batch_size,
-            concurrency=args.concurrency,
+            concurrency=concurrency,
             max_errors=args.max_errors,
             log_interval=None,
             sink=sink,
@@ -368,7 +285,8 @@ def _progress(feed: Feed, report: DemoReport, progress: tqdm[Any], rows: int) ->
             "batches": stats.batch_queue_depth,
             "retried": report.retries,
             "skipped": report.skipped,
-            "waiting": f"{report.waiting_share:.0%}",
+            "waiting": f"{report.waiting_share:.0%}"
+            + ("" if report.main_cause is None else f" {report.main_cause}"),
             "loss": f"{report.losses[-1]:.2f}",
         }
         if report.limits:
@@ -378,6 +296,9 @@ def _progress(feed: Feed, report: DemoReport, progress: tqdm[Any], rows: int) ->
 
 def _account(feed: Feed, report: DemoReport) -> None:
     stats = feed.stats()
+    report.wait_causes = dict(stats.consumer_wait_by_cause)
+    if stats.concurrency_reason != "fixed":
+        report.feed_limit = (stats.concurrency_limit, stats.concurrency_reason)
     report.skipped = stats.fetch_errors
     errors: dict[str, int] = {}
     report.retries = 0

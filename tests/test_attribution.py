@@ -41,6 +41,8 @@ BASE: dict[str, Any] = {
         ({"ready_rows": 8}, "rebatch"),
         ({"ready_rows": 7, "throttled": 2, "decode_queued": 5}, "throttled"),
         ({"decode_queued": 5}, "decode"),
+        ({"inflight": 64, "limit": 64, "throttled": 2, "decode_queued": 3}, "fetch_limit"),
+        ({"inflight": 64, "limit": 64, "throttled": 16}, "throttled"),
         ({"keys_starved": True}, "source"),
         ({"idle": 4, "inflight": 0}, "source"),
         ({"remote": True}, "workers"),

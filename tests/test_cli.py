@@ -18,6 +18,7 @@ from asyncfeed.demo import LEGEND
 from asyncfeed.fetchers.service import synthetic_image
 from tests.httpserver import png_bytes
 
+CAUSES = "(sink|rebatch|fetch_limit|throttled|decode|source|workers)"
 SUMMARY_ROWS = (
     "rows",
     "batches",
@@ -57,9 +58,13 @@ def test_demo_runs_and_summarises() -> None:
     assert proc.stdout.startswith("asyncfeed demo: embedded service http://127.0.0.1:")
     table = check_summary(proc.stdout)
     assert table["batches"].endswith(" of 32")
+    cause = re.fullmatch(
+        r"\d+% of the time, mostly (\w+) \(\d+% of the wait\)", table["consumer waiting"]
+    )
+    assert cause is not None and cause.group(1) in CAUSES, table["consumer waiting"]
     assert proc.stderr.startswith(LEGEND + "\n")
     progress = re.findall(
-        r"chunks=\d+, batches=\d+, retried=\d+, skipped=\d+, waiting=\d+%, loss=[\d.]+",
+        r"chunks=\d+, batches=\d+, retried=\d+, skipped=\d+, waiting=\d+%( \w+)?, loss=[\d.]+",
         proc.stderr,
     )
     assert progress, proc.stderr
@@ -140,7 +145,8 @@ def test_demo_trains_from_a_torch_sink_with_device() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0].endswith(", cpu via TorchSink")
     table = check_summary(proc.stdout)
-    assert re.fullmatch(r"\d+% of the time", table["consumer waiting"])
+    waiting = r"\d+% of the time(, mostly " + CAUSES + r" \(\d+% of the wait\))?"
+    assert re.fullmatch(waiting, table["consumer waiting"]), table["consumer waiting"]
     assert table["torch loss"]
 
 

@@ -29,3 +29,5 @@ def test_demo_adaptive_shows_the_host_limit_converging() -> None:
     assert re.fullmatch(r"[\d,]+ requests answered 429", table["throttled"])
     assert table["skipped"].startswith("0 keys")  # throttling cost time, not keys
     assert re.search(r"limit=\d+", proc.stderr)  # on the progress bar
+    feed = re.fullmatch(r"(\d+) fetches \(([\w-]+)\)", table["feed limit"])  # the feed's own
+    assert feed is not None and 1 <= int(feed.group(1)) <= 64, table["feed limit"]
