@@ -10,7 +10,8 @@
 - :func:`to_thread`: run one blocking call on a fresh daemon thread, awaitable and
   abandonable.
 - :func:`stop_at_exit`: stop hooks run when the interpreter shuts down, before it joins threads.
-- :func:`start_thread`: a named daemon thread, for the sink handoff (``handoff.py``).
+- :func:`start_thread`: a named daemon thread: the sink handoff (``handoff.py``), the thread
+  a feed's own local Ray lives on (``ray/connect.py``).
 
 Cross-thread wake-ups go through ``loop.call_soon_threadsafe`` or thread-safe queues; nothing
 here polls.

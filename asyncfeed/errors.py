@@ -65,7 +65,7 @@ class FeedTimeoutError(AsyncFeedError, TimeoutError):
 
 
 class RemoteTraceback(AsyncFeedError):
-    """The formatted traceback of an exception raised in a worker process (``processes=N``).
+    """The formatted traceback of an exception raised in a worker process or a Ray actor.
 
     When the original exception is re-raised in the feed's process it carries this as its
     ``__cause__``, so the worker's stack shows in the consumer's traceback. It stands in for

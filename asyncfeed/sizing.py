@@ -3,8 +3,8 @@
 ``concurrency`` is the most fetch calls a feed has in flight, wherever they run:
 
 - **async fetchers** (in this process): ``concurrency`` worker tasks on the feed's loop, each
-  awaiting one call at a time. A keyed feed adds one dispatcher task and a key channel of
-  ``concurrency`` keys.
+  awaiting one call at a time. Keyed workers take sync keys straight from their iterable;
+  async keys add one dispatcher task and a key channel of ``concurrency`` keys.
 - **an adaptive limit** (``concurrency=Adaptive(min, max)``): everything below is sized for
   ``max``, and a gate (``gate.py``) admits as many calls as the limit of the moment.
 - **sync fetchers on the feed's own threads** (no ``executor``): ``concurrency`` daemon
