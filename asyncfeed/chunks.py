@@ -118,11 +118,15 @@ class ChunkSchema:
         if len(chunk) != len(specs):
             return None
         rows = -1
-        for arr, (dtype, trailing) in zip(chunk, specs, strict=True):
-            if type(arr) is not np.ndarray or arr.dtype != dtype:
+        ndarray = np.ndarray
+        for arr, (dtype, trailing) in zip(chunk, specs, strict=False):  # lengths checked
+            if type(arr) is not ndarray:
+                return None
+            got = arr.dtype
+            if got is not dtype and got != dtype:  # builtin dtypes are usually one object
                 return None
             shape = arr.shape
-            if len(shape) != len(trailing) + 1 or shape[1:] != trailing:
+            if shape[1:] != trailing or not shape:
                 return None
             if rows < 0:
                 rows = shape[0]

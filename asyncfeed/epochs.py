@@ -159,7 +159,7 @@ class Assigner:
     """Deals an epoch's positions by a plan; ``size`` counts the indices dealt to this rank
     so far, consumed ones included (the epoch's share, once the keys are all seen)."""
 
-    __slots__ = ("_level", "_partial", "_plan", "size")
+    __slots__ = ("_level", "_partial", "_plan", "plain", "size")
 
     def __init__(self, plan: Plan) -> None:
         self._plan: Final = plan
@@ -168,6 +168,8 @@ class Assigner:
         partial.update(plan.progress.partial)
         self._partial: Final = partial
         self.size = 0
+        #: Every position is this rank's, as it is (one rank, nothing consumed or resumed).
+        self.plain: Final = plan.world_size == 1 and plan.fresh
 
     def take(self, position: int, key: Any) -> Assigned | None:
         k: int | None = position if self._level is None else self._level.index(position)
@@ -241,6 +243,11 @@ def assigned_sync(spec: KeySpec, epoch: int, assigner: Assigner) -> Iterator[Ass
 
 
 def _assign_sync(keys: Iterator[Any], assigner: Assigner) -> Iterator[Assigned]:
+    if assigner.plain:  # the common case, a key at the cost of a generator step
+        for position, key in enumerate(keys):
+            assigner.size = position + 1
+            yield position, position, key, 0
+        return
     take = assigner.take
     for position, key in enumerate(keys):
         item = take(position, key)

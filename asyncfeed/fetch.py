@@ -14,22 +14,19 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
-from concurrent.futures import BrokenExecutor
 from typing import Any, Final, cast, final
 
 from .attribution import Blocked
 from .backend import KeyCall, Outcome, SeedCall, SizeHint, WorkerBackend
 from .checkpoint import Tracker
-from .chunks import Arrays, ChunkSchema, describe_origin
-from .errors import AsyncFeedError, FetchError
+from .chunks import Arrays, ChunkSchema
 from .keys import Reorderer
 from .keysource import END, WAIT, KeyItem, KeySource
 from .queues import Channel, ChannelClosed, Chunk
 from .stats import DropCause, FeedCounters, Ledger, Stage
 
-__all__ = ["IDLE_MAX", "IDLE_MIN", "ErrorBudget", "Fetcher", "next_worker_id"]
+__all__ = ["IDLE_MAX", "IDLE_MIN", "ErrorPolicy", "Fetcher", "next_worker_id"]
 
 log = logging.getLogger("asyncfeed.fetch")
 
@@ -44,95 +41,16 @@ def next_worker_id() -> int:
     return next(_worker_ids)
 
 
-def _stop_if_cancelled() -> None:
-    """Raise CancelledError when this task was cancelled but the fetcher swallowed it.
-
-    A fetcher that catches the cancellation and returns (a bare ``except:`` retry, say)
-    must not keep its worker running: the stop it swallowed still applies.
-    """
+def _cancelling() -> Callable[[], int]:
+    """The running task's ``cancelling``: a worker checks it to stop even when its fetcher
+    caught the cancellation and returned (a bare ``except:`` retry, say), since the stop it
+    swallowed still applies."""
     task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+    assert task is not None
+    return task.cancelling
 
 
 ErrorPolicy = Callable[[Exception, int | None, Any], None]
-
-
-@final
-class ErrorBudget:
-    """The feed's error policy: raise to stop the feed, return to skip the failure.
-
-    ``max_errors=None`` stops on the first failure: a :class:`ChunkError` (or any other
-    asyncfeed error) as it is, anything else as :class:`FetchError` chained to it. With
-    ``max_errors=N`` failures are skipped until more than N occurred. A broken executor
-    (``BrokenExecutor``: a dead worker process, or one shut down under the feed) never
-    recovers, so it stops the feed whatever the budget.
-
-    Skipped failures are logged without flooding the log: the first :data:`LOG_FIRST` one
-    line each, then one summary line per :data:`LOG_INTERVAL` seconds with the count by
-    kind (exception type) since the last line.
-    """
-
-    __slots__ = ("_last", "_logged", "_unlogged", "counters", "max_errors")
-
-    LOG_FIRST: Final = 5
-    LOG_INTERVAL: Final = 10.0
-
-    def __init__(self, max_errors: int | None, counters: FeedCounters) -> None:
-        self.max_errors: Final = max_errors
-        self.counters: Final = counters
-        self._logged = 0
-        self._unlogged: Counter[str] = Counter()
-        self._last = 0.0
-
-    def __call__(self, exc: Exception, worker_id: int | None, key: Any) -> None:
-        origin = describe_origin(worker_id, key)
-        budget = self.max_errors
-        if budget is None or isinstance(exc, BrokenExecutor):
-            if isinstance(exc, AsyncFeedError):
-                raise exc
-            raise FetchError(
-                f"fetch failed in {origin}: {type(exc).__name__}: {exc}",
-                worker_id=worker_id,
-                key=key,
-            ) from exc
-        errors = self.counters.fetch_errors
-        if errors > budget:
-            raise FetchError(
-                f"{errors} failed fetches exceed max_errors={budget}; last in {origin}: "
-                f"{type(exc).__name__}: {exc}",
-                worker_id=worker_id,
-                key=key,
-            ) from exc
-        self._log(exc, origin, errors, budget)
-
-    def _log(self, exc: Exception, origin: str, errors: int, budget: int) -> None:
-        kind = type(exc).__name__
-        if self._logged < self.LOG_FIRST:
-            self._logged += 1
-            more = " (further ones are summarised)" if self._logged == self.LOG_FIRST else ""
-            log.warning(
-                "skipping failed fetch in %s (%d of max_errors=%d): %s: %s%s",
-                origin, errors, budget, kind, exc, more,
-            )  # fmt: skip
-            self._last = time.monotonic()
-            return
-        self._unlogged[kind] += 1
-        now = time.monotonic()
-        if now - self._last >= self.LOG_INTERVAL:
-            self.flush_log(now)
-
-    def flush_log(self, now: float | None = None) -> None:
-        """Log the summary of skipped failures not logged yet (also when the feed ends)."""
-        if not self._unlogged:
-            return
-        counts = ", ".join(f"{k} {n}" for k, n in self._unlogged.most_common())
-        log.warning(
-            "skipped %d more failed fetches (%s); %d of max_errors=%s so far",
-            sum(self._unlogged.values()), counts, self.counters.fetch_errors, self.max_errors,
-        )  # fmt: skip
-        self._unlogged.clear()
-        self._last = time.monotonic() if now is None else now
 
 
 @final
@@ -198,15 +116,19 @@ class Fetcher:
         Raises:
             AsyncFeedError: the error policy stops the feed (see :class:`ErrorBudget`).
         """
-        returned, value = self._count(outcome)
+        returned, value, seconds = outcome  # counted as _count does, inline: once per call
+        counters = self.counters
+        counters.fetch_calls += 1
+        counters.fetch_time += seconds
         if returned:
             if value is None:
+                counters.fetch_none += 1
                 return None
             try:
                 return self.schema.check(value, worker_id=worker_id, key=key)
             except Exception as exc:
-                self.counters.fetch_errors += 1
                 value = exc
+        counters.fetch_errors += 1
         self.on_error(value, worker_id, key)
         return None
 
@@ -238,10 +160,12 @@ class Fetcher:
     async def run_seed_worker(self, worker_id: int, call: SeedCall) -> None:
         """Repeat ``call`` forever, queueing every chunk; back off while it returns None."""
         settle, offer, counters = self.settle, self._offer, self.counters
+        cancelling = _cancelling()
         idle = 0.0
         try:
             while True:
-                _stop_if_cancelled()
+                if cancelling():
+                    raise asyncio.CancelledError
                 counters.inflight += 1
                 try:
                     outcome = await call()
@@ -258,7 +182,11 @@ class Fetcher:
                         counters.idle -= 1
                     continue
                 idle = 0.0
-                if not await offer(arrays, worker_id):
+                try:
+                    full = offer(arrays, worker_id, cancelling)
+                    if full is not None:
+                        await self._put(full)
+                except ChannelClosed:
                     return
                 del arrays  # a worker holds no chunk while its next call runs
         finally:
@@ -279,6 +207,8 @@ class Fetcher:
         sliced off), or nothing to queue (``tracker`` learns of it at once).
         """
         take_now, counters = source.take_now, self.counters
+        settle, offer, settled = self.settle, self._offer, source.settled
+        cancelling = _cancelling()
         while True:
             item = take_now()
             if item is WAIT:
@@ -286,14 +216,15 @@ class Fetcher:
             if item is END:
                 return
             seq, key, (epoch, index, position, skip) = cast(KeyItem, item)
-            _stop_if_cancelled()
+            if cancelling():
+                raise asyncio.CancelledError
             counters.inflight += 1
             try:
                 outcome = await call(key)
             finally:
                 counters.inflight -= 1
             errors = counters.fetch_errors
-            arrays = self.settle(outcome, None, key)
+            arrays = settle(outcome, None, key)
             del outcome
             if arrays is not None and skip:
                 arrays = tuple(a[skip:] for a in arrays)
@@ -304,7 +235,11 @@ class Fetcher:
                 if rows:
                     assert arrays is not None
                     tag = (epoch, index, position, skip, skip + rows, skip + rows)
-                    if not await self._offer(arrays, tag):
+                    try:
+                        full = offer(arrays, tag, cancelling)
+                        if full is not None:
+                            await self._put(full)
+                    except ChannelClosed:
                         return
                 else:
                     if arrays is not None:
@@ -314,38 +249,58 @@ class Fetcher:
             finally:
                 if reorder is not None:
                     reorder.done(seq)
-                source.settled(epoch)
+                settled(epoch)
             arrays = None  # a worker holds no chunk while it waits for its next key
 
-    async def _offer(self, arrays: Arrays, origin: object) -> bool:
-        """Queue a checked chunk; False when the chunk queue was closed (the source ended)."""
+    def _offer(self, arrays: Arrays, origin: object, cancelling: Callable[[], int]) -> Chunk | None:
+        """Count a checked chunk's rows as fetched and queue it without waiting. Returns the
+        chunk when the queue is full (the worker awaits :meth:`_put` with it), else None. Not
+        a coroutine: most chunks find room.
+
+        Raises:
+            ChannelClosed: the source ended; the rows are dropped.
+        """
         rows = arrays[0].shape[0]
         if rows == 0:
             self.counters.fetch_empty += 1
             if not self._warned_empty:
                 self._warned_empty = True
                 log.warning("skipping a zero-row chunk from %s (warned once)", origin)
-            return True
+            return None
         self.ledger.fetch(rows)
         chunk: Chunk = (arrays, rows, origin)
         try:
-            _stop_if_cancelled()
+            if cancelling():  # the fetcher swallowed the stop: the rows are dropped
+                raise asyncio.CancelledError
             if not self.chunks.put_nowait(chunk):
-                start = time.perf_counter()
-                self.blocked.enter()
-                try:
-                    await self.chunks.put(chunk)
-                finally:
-                    self.blocked.leave()
-                self.counters.enqueue_time += time.perf_counter() - start
-        except ChannelClosed:
-            self.ledger.drop(rows, Stage.QUEUED, DropCause.STOP)
-            return False
-        except BaseException:
-            self.ledger.drop(rows, Stage.QUEUED, self.stop_cause())
+                return chunk
+        except BaseException as exc:
+            self._dropped(rows, exc)
             raise
         self.counters.enqueue_count += 1
-        return True
+        return None
+
+    async def _put(self, chunk: Chunk) -> None:
+        """Queue a chunk :meth:`_offer` found no room for, waiting for room.
+
+        Raises:
+            ChannelClosed: the source ended; the rows are dropped.
+        """
+        start = time.perf_counter()
+        self.blocked.enter()
+        try:
+            await self.chunks.put(chunk)
+        except BaseException as exc:
+            self._dropped(chunk[1], exc)
+            raise
+        finally:
+            self.blocked.leave()
+        self.counters.enqueue_time += time.perf_counter() - start
+        self.counters.enqueue_count += 1
+
+    def _dropped(self, rows: int, exc: BaseException) -> None:
+        cause = DropCause.STOP if isinstance(exc, ChannelClosed) else self.stop_cause()
+        self.ledger.drop(rows, Stage.QUEUED, cause)
 
 
 Workers = list[tuple[str, Coroutine[Any, Any, None]]]

@@ -20,9 +20,10 @@ from .adapt import Controller
 from .attribution import SinkWatch, Waits
 from .backend import WorkerBackend, make_backend
 from .batch import Batch
+from .budget import ErrorBudget
 from .checkpoint import Tracker
 from .errors import FeedExhausted, FeedStateError, FeedTimeoutError, first_error
-from .fetch import ErrorBudget, Fetcher, key_workers, seed_workers
+from .fetch import Fetcher, key_workers, seed_workers
 from .gate import Gate, GatedBackend
 from .handoff import SinkBridge
 from .keysource import KeyItem, KeySource
@@ -115,9 +116,8 @@ class Run:
         self.backend: Final[WorkerBackend] = (
             backend if self.gate is None else GatedBackend(backend, self.gate)
         )
-        load = getattr(spec.fn, "load", None) if backend.opens_fetcher else None
-        #: The fetcher's ``load()`` (decodes queued, requests held), where it runs here.
-        self.load: Final = load if callable(load) else None
+        load = getattr(spec.fn, "load", None) if backend.opens_fetcher else None  # it runs here
+        self.load: Final = load if callable(load) else None  # decodes queued, requests held
         self._lag: Final = LagWarning(opts.source)
         self.limit = opts.max_concurrency if adaptive is None else adaptive.initial
         self.limit_reason = "fixed" if adaptive is None else "start"  # why self.limit is so
