@@ -22,6 +22,7 @@ All of them pickle, so they cross process-pool boundaries intact.
 from __future__ import annotations
 
 import asyncio
+import pickle
 from typing import Any
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "RecordError",
     "RemoteTraceback",
     "SinkError",
+    "remote_error",
 ]
 
 
@@ -78,6 +80,21 @@ class RemoteTraceback(AsyncFeedError):
 
     def __str__(self) -> str:
         return f'\n"""\n{self.text.rstrip()}\n"""'
+
+
+def remote_error(pickled: bytes | None, text: str) -> BaseException:
+    """An exception raised in a worker process or actor, rebuilt from its pickle, with its
+    traceback text chained as the cause (the :class:`RemoteTraceback` alone when the
+    exception did not pickle)."""
+    cause = RemoteTraceback(text)
+    try:
+        exc = pickle.loads(pickled) if pickled is not None else None
+    except Exception:
+        exc = None
+    if not isinstance(exc, Exception):
+        return cause
+    exc.__cause__ = cause
+    return exc
 
 
 class SinkError(AsyncFeedError):

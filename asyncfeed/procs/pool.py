@@ -34,7 +34,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any, Final, final
 
 from ..backend import KeyCall, Outcome, SeedCall, SizeHint
-from ..errors import FetchError, RemoteTraceback
+from ..errors import FetchError, RemoteTraceback, remote_error
 from ..fetchers.hoststats import merge_host_stats
 from . import ring as ring_config
 from .options import Processes, WorkerSpec
@@ -180,7 +180,7 @@ class WorkerPool:
         elif kind == ERROR:
             fut = w.pending.get(header[1])
             if fut is not None and not fut.done():
-                fut.set_exception(_remote_error(header[2], header[3]))
+                fut.set_exception(remote_error(header[2], header[3]))
         elif kind == STATS:
             self._hosts[w.index] = header[1]
         elif kind == FATAL and self._fatal is not None and not self._fatal.done():
@@ -361,14 +361,3 @@ class _RemoteCall:
         return []
 
 
-def _remote_error(blob: bytes | None, text: str) -> BaseException:
-    """The worker's exception, rebuilt, with its traceback text chained as the cause."""
-    cause = RemoteTraceback(text)
-    try:
-        exc = pickle.loads(blob) if blob is not None else None
-    except Exception:
-        exc = None
-    if not isinstance(exc, Exception):
-        return cause
-    exc.__cause__ = cause
-    return exc

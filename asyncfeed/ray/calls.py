@@ -9,13 +9,12 @@ results of calls in flight, never the rows the feed keeps.
 from __future__ import annotations
 
 import asyncio
-import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, final
 
 import numpy as np
 
-from ..errors import RemoteTraceback
+from ..errors import remote_error
 
 __all__ = ["Batch", "Call", "copy_out", "describe_calls", "unpack_error"]
 
@@ -93,16 +92,7 @@ def _copied(value: Any) -> Any:
 
 def unpack_error(packed: tuple[bytes | None, str]) -> BaseException:
     """The actor's exception, rebuilt, with its traceback text chained as the cause."""
-    blob, text = packed
-    cause = RemoteTraceback(text)
-    try:
-        exc = pickle.loads(blob) if blob is not None else None
-    except Exception:
-        exc = None
-    if not isinstance(exc, Exception):
-        return cause
-    exc.__cause__ = cause
-    return exc
+    return remote_error(*packed)
 
 
 def describe_calls(calls: Sequence[Call]) -> str:
