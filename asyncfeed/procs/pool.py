@@ -359,5 +359,3 @@ class _RemoteCall:
 
     def leftovers(self) -> list[Outcome]:
         return []
-
-
