@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .ablations import is_variant
 from .workloads.base import Target
 
 __all__ = [
@@ -271,7 +272,8 @@ PANELS = (
 def _series(summary: Summary) -> dict[str, dict[str, list[tuple[int, float, float, float]]]]:
     """Per panel (``same`` / ``own``), per series: (concurrency, median, min, max) points.
 
-    Bound rows go into every panel; rows without a ``fetch`` parameter into ``same``.
+    Bound rows go into every panel; rows without a ``fetch`` parameter into ``same``;
+    ablation and metrics rows (one concurrency each) into none.
     """
     panels: dict[str, dict[str, list[tuple[int, float, float, float]]]] = {}
     for row in summary.values():
@@ -279,6 +281,8 @@ def _series(summary: Summary) -> dict[str, dict[str, list[tuple[int, float, floa
         if row.get("group") is None or stats is None or row.get("status") != "ok":
             continue
         params = row.get("params", {})
+        if is_variant(params):
+            continue
         name = row.get("series") or params.get("series") or row["pipeline"]
         point = (int(row["group"]), stats["median"], stats["min"], stats["max"])
         where = (
