@@ -186,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 kind=wl.table_kind,
                 load_before=before,
                 load_after=after,
+                columns=wl.latency_columns,
             )
         )
     if args.list:

@@ -46,6 +46,12 @@ METRICS = (
     "round_trip_ms",
     "single_thread_rows_per_s",
     "bound_with_server_rows_per_s",
+    "state_dict_us",
+    "state_dict_p99_us",
+    "json_us",
+    "json_p99_us",
+    "state_bytes",
+    "consumed_keys",
 )
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .workloads.base import Target
+from .ablations import is_variant
+from .workloads.base import LATENCY_COLUMNS, LatencyColumns, Target
 
 __all__ = [
     "Section",
@@ -161,22 +162,21 @@ def table(summary: Summary) -> str:
     return "\n".join(lines)
 
 
-def latency_table(summary: Summary) -> str:
-    """The table of a workload measured in µs per batch."""
-    cols = ("configuration", "µs per batch median (min–max)", "batches/s", "notes")
+def latency_table(summary: Summary, columns: LatencyColumns = LATENCY_COLUMNS) -> str:
+    """The table of a workload measured in µs per batch (or per call: ``columns``)."""
+    cols = ("configuration", *(header for header, _, _ in columns), "notes")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in summary.values():
         label = f"**{row['label']}**" if row["primary"] else row["label"]
         if row["status"] != "ok":
             why = f"{row['status']}: {row.get('reason') or ''}".strip()
-            cells = [label, why, "–", "–"]
+            cells = [label, why] + ["–"] * len(columns)
         else:
-            cells = [
-                label,
-                fmt_range(row.get("us_per_batch")),
-                fmt_num(_median(row.get("batches_per_s"))),
-                row.get("note") or "",
-            ]
+            cells = [label]
+            for _, metric, how in columns:
+                stats = row.get(metric)
+                cells.append(fmt_range(stats) if how == "range" else fmt_num(_median(stats)))
+            cells.append(row.get("note") or "")
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -187,7 +187,8 @@ class Section:
 
     ``summary`` None: not measured, ``why_not`` says why. ``kind``: ``"throughput"`` or
     ``"latency"``. ``load_before`` / ``load_after``: the machine's 1, 5 and 15 minute load
-    averages just before the workload's first run and just after its last.
+    averages just before the workload's first run and just after its last. ``columns``: a
+    latency table's columns.
     """
 
     title: str
@@ -198,6 +199,7 @@ class Section:
     kind: str = "throughput"
     load_before: tuple[float, ...] | None = None
     load_after: tuple[float, ...] | None = None
+    columns: LatencyColumns = LATENCY_COLUMNS
 
 
 def load_average() -> tuple[float, ...] | None:
@@ -254,7 +256,10 @@ def markdown(meta: dict[str, Any], sections: Sequence[Section]) -> str:
         if sec.summary is None:
             out.append(f"*Not measured: {sec.why_not}*")
             continue
-        out.append(latency_table(sec.summary) if sec.kind == "latency" else table(sec.summary))
+        if sec.kind == "latency":
+            out.append(latency_table(sec.summary, sec.columns))
+        else:
+            out.append(table(sec.summary))
         if sec.targets:
             out += ["", "Targets:", ""]
             out += [t.render() for t in sec.targets]
@@ -271,7 +276,8 @@ PANELS = (
 def _series(summary: Summary) -> dict[str, dict[str, list[tuple[int, float, float, float]]]]:
     """Per panel (``same`` / ``own``), per series: (concurrency, median, min, max) points.
 
-    Bound rows go into every panel; rows without a ``fetch`` parameter into ``same``.
+    Bound rows go into every panel; rows without a ``fetch`` parameter into ``same``;
+    ablation and metrics rows (one concurrency each) into none.
     """
     panels: dict[str, dict[str, list[tuple[int, float, float, float]]]] = {}
     for row in summary.values():
@@ -279,6 +285,8 @@ def _series(summary: Summary) -> dict[str, dict[str, list[tuple[int, float, floa
         if row.get("group") is None or stats is None or row.get("status") != "ok":
             continue
         params = row.get("params", {})
+        if is_variant(params):
+            continue
         name = row.get("series") or params.get("series") or row["pipeline"]
         point = (int(row["group"]), stats["median"], stats["min"], stats["max"])
         where = (

@@ -119,6 +119,10 @@ class Runner(abc.ABC):
         """Stop producing. Sources see ``streams.draining`` and end or return nothing."""
         self.streams.drain()
 
+    def extras(self) -> dict[str, Any]:
+        """Facts about the run beyond the timeline's metrics (returned with the result)."""
+        return {}
+
     def held_rows(self, ended: bool) -> int | None:
         """Rows still inside the pipeline after the drain; None when it cannot tell.
 

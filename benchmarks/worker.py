@@ -52,6 +52,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
         result = timeline.metrics()
         result["accounting"] = checker.account(streams.produced(), timeline.held).as_dict()
         result["note"] = runner.note
+        result["extras"] = runner.extras()
         result["status"] = "ok"
         return result
     except Unavailable as exc:

@@ -16,17 +16,21 @@ FeedFactory = Callable[[], Any]  # () -> asyncfeed.Feed, called where the feed w
 
 
 class _Arrays:
-    """Async iterator over a feed's batches as lists of arrays in blob order."""
+    """Async iterator over a feed's batches as lists of arrays in blob order; counts the
+    batches that carry provenance (a keyed feed's, unless ablated)."""
 
     def __init__(self, feed: Any) -> None:
         self._feed = feed
         self._blobs = tuple(feed.blobs)
+        self.with_provenance = 0
 
     def __aiter__(self) -> _Arrays:
         return self
 
     async def __anext__(self) -> list[Any]:
         batch = await self._feed.__anext__()
+        if batch.provenance is not None:
+            self.with_provenance += 1
         return [batch[name] for name in self._blobs]
 
 
@@ -50,6 +54,7 @@ class FeedAsyncRunner(AsyncRunner):
         self._feed: Any = None
         self._loop = loop
         self._cleanup = cleanup
+        self._arrays: _Arrays | None = None
         self.note = note
 
     def run(self, timeline: Timeline) -> None:
@@ -68,7 +73,8 @@ class FeedAsyncRunner(AsyncRunner):
         self._feed = feed
         try:
             async with feed:
-                yield _Arrays(feed)
+                self._arrays = _Arrays(feed)
+                yield self._arrays
         finally:
             if self._cleanup is not None:
                 await self._cleanup()
@@ -76,6 +82,23 @@ class FeedAsyncRunner(AsyncRunner):
     async def held_rows_async(self, ended: bool) -> int | None:
         stats = self._feed.stats()
         return int(stats.rows_in_flight)
+
+    def extras(self) -> dict[str, Any]:
+        """Batches with provenance, the consumer's attributed waits, and for a keyed feed
+        the batches its checkpoint state counts as received."""
+        feed = self._feed
+        if feed is None or self._arrays is None:
+            return {}
+        stats = feed.stats()
+        out: dict[str, Any] = {
+            "batches": stats.batches_delivered,
+            "batches_with_provenance": self._arrays.with_provenance,
+            "consumer_waits": stats.consumer_waits,
+            "backpressure_s": sum(stats.backpressure_s_by_stage.values()),
+        }
+        if stats.epoch is not None:
+            out["checkpoint_batches"] = feed.state_dict()["delivered"]["batches"]
+        return out
 
 
 class FeedSyncRunner(Runner):

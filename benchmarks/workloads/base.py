@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..checks import BatchChecker
@@ -12,7 +12,14 @@ from ..data import Streams
 from ..runner import Phases, Runner
 from ..spec import RunSpec
 
-__all__ = ["Target", "Workload"]
+__all__ = ["LATENCY_COLUMNS", "LatencyColumns", "Target", "Workload"]
+
+#: A latency table's columns after the configuration: (header, metric, "range" or "median").
+LatencyColumns = Sequence[tuple[str, str, str]]
+LATENCY_COLUMNS: LatencyColumns = (
+    ("µs per batch median (min–max)", "us_per_batch", "range"),
+    ("batches/s", "batches_per_s", "median"),
+)
 
 
 class Target:
@@ -45,6 +52,8 @@ class Workload(abc.ABC):
     description: str
     #: "throughput" (rows/s, CPU, memory, accounting) or "latency" (µs per batch)
     table_kind: str = "throughput"
+    #: the columns of a latency table
+    latency_columns: LatencyColumns = LATENCY_COLUMNS
 
     def available(self) -> str | None:
         """None when the workload can run here, else why not (shown instead of a table)."""

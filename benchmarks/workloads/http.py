@@ -32,13 +32,14 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from ..ablations import is_variant, variant_label, variant_of
 from ..checks import BatchChecker, BlobSpec
 from ..data import STREAM_SHIFT, Streams
 from ..runner import Phases, Runner
 from ..spec import RunSpec
 from .base import Target, Workload
 from .http_pipes import BATCH, build
-from .targets import median
+from .targets import cost_target, median
 
 __all__ = ["Http", "WORKLOAD", "keys"]
 
@@ -48,6 +49,8 @@ IMAGES = 256
 CONCURRENCY = (8, 64, 256)
 DATALOADER_MAX_WORKERS = 64
 RAY_CONCURRENCY = (64, 256)  # RayActors(2) rows: where the issue's target is
+VARIANT_CONCURRENCY = 64  # attribution off and metrics on: one concurrency, few rows
+SAME = "asyncfeed (same fetch)"
 ROUND_TRIP_WINDOW_S = 1.0
 
 
@@ -123,7 +126,9 @@ class Http(Workload):
         for c in CONCURRENCY:
             spec = functools.partial(_spec, self.name, phases, c)
             same, own = "same", "own"
-            out.append(spec("asyncfeed", "asyncfeed (same fetch)", same, True))
+            out.append(spec("asyncfeed", SAME, same, True))
+            if c == VARIANT_CONCURRENCY:
+                out += [variant_of(out[-1], v) for v in ("attribution", "metrics")]
             out.append(spec("asyncfeed", "asyncfeed processes=2 (same fetch)", same, processes=2))
             if c in RAY_CONCURRENCY:
                 label = "asyncfeed RayActors(2) (same fetch)"
@@ -268,16 +273,18 @@ class Http(Workload):
         return out
 
     def targets(self, summary: dict[str, dict[str, Any]]) -> list[Target]:
-        return http_targets(summary)
+        return http_targets(summary) + cost_targets(summary)
 
 
 def _same(summary: dict[str, dict[str, Any]], c: int, asyncfeed: bool) -> list[dict[str, Any]]:
-    """The same-fetch rows of concurrency ``c`` with a rate: asyncfeed's or the peers'."""
+    """The same-fetch rows of concurrency ``c`` with a rate: asyncfeed's or the peers'
+    (ablations and metrics rows left out)."""
     return [
         r
         for r in summary.values()
         if r.get("group") == c
         and r.get("params", {}).get("fetch") == "same"
+        and not is_variant(r.get("params", {}))
         and (r["pipeline"] == "asyncfeed") == asyncfeed
         and median(r) is not None
     ]
@@ -341,6 +348,31 @@ def http_targets(summary: dict[str, dict[str, Any]]) -> list[Target]:
         out.append(Target(text, ra <= rb, detail))
     out.append(ray_target(summary))
     return out
+
+
+def cost_targets(summary: dict[str, dict[str, Any]]) -> list[Target]:
+    """Attribution and metrics scraping at concurrency 64 (same fetch), on and off."""
+    c = VARIANT_CONCURRENCY
+    default = f"{SAME} @ {c}"
+    attribution_off = f"{variant_label(SAME, 'attribution')} @ {c}"
+    metrics_on = f"{variant_label(SAME, 'metrics')} @ {c}"
+    where = f"same fetch @ {c}"
+    return [
+        cost_target(
+            summary,
+            default,
+            attribution_off,
+            2.0,
+            f"attribution costs < 2 % ({where}: default vs attribution off)",
+        ),
+        cost_target(
+            summary,
+            metrics_on,
+            default,
+            2.0,
+            f"metrics scraping costs < 2 % ({where}: scraped every 1 s vs default)",
+        ),
+    ]
 
 
 def ray_target(summary: dict[str, dict[str, Any]]) -> Target:

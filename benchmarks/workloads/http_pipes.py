@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..ablations import feed_runner
 from ..data import Streams
 from ..runner import Runner
 from ..shared_fetch import AsyncChunks, AsyncFetch, Row, SyncFetch, connector_settings, decode
@@ -199,7 +200,9 @@ def _asyncfeed(
         )
 
     cleanup = fetch_one.aclose_all if same else None
-    return FeedAsyncRunner(streams, make_feed, note=note, cleanup=cleanup)
+    return feed_runner(
+        spec, make_feed, lambda make: FeedAsyncRunner(streams, make, note=note, cleanup=cleanup)
+    )
 
 
 def _classic(streams: Streams, keys: Keys, c: int, template: str) -> Runner:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..ablations import variant_label
 from ..data import RowSpec
 from .base import Target
 from .synthetic import SyntheticWorkload
-from .targets import bound_target, labelled, ratio_target
+from .targets import bound_target, cost_target, labelled, ratio_target
 
 KEYED = "asyncfeed from_keys"
 
@@ -45,6 +46,40 @@ class Overhead(SyntheticWorkload):
                 keyed,
                 info=True,
             ),
+            *self.cost_targets(summary),
+        ]
+
+    def cost_targets(self, summary: dict[str, dict[str, Any]]) -> list[Target]:
+        """Provenance, attribution and metrics scraping: each row against its variant."""
+        seed, keyed = self.seed_label, self.keyed_label
+        return [
+            cost_target(
+                summary,
+                keyed,
+                variant_label(keyed, "provenance"),
+                3.0,
+                "provenance costs < 3 % (from_keys vs from_keys with provenance off)",
+            ),
+            *(
+                cost_target(
+                    summary,
+                    row,
+                    variant_label(row, "attribution"),
+                    2.0,
+                    f"attribution costs < 2 % ({what}: default vs attribution off)",
+                )
+                for row, what in ((seed, "seed-style"), (keyed, "from_keys"))
+            ),
+            *(
+                cost_target(
+                    summary,
+                    variant_label(row, "metrics"),
+                    row,
+                    2.0,
+                    f"metrics scraping costs < 2 % ({what}: scraped every 1 s vs default)",
+                )
+                for row, what in ((seed, "seed-style"), (keyed, "from_keys"))
+            ),
         ]
 
 
@@ -56,11 +91,15 @@ WORKLOAD = Overhead(
         "pipeline itself costs per chunk. Seed-style: `Feed(async fetch)`; keyed: "
         "`Feed.from_keys(endless keys, async fetch_one)`, one chunk per key. The bound "
         "calls the same fetch and copies each chunk into batch buffers with np.copyto on one "
-        "thread."
+        "thread. Ablations (benchmarks/ablations.py, patched in the measuring process): "
+        "provenance off (from_keys), attribution off; *metrics on*: the feed exported with "
+        "asyncfeed.metrics.serve and scraped over HTTP once a second."
     ),
     spec=RowSpec((16,), "float32", 1, 1),
     batch_size=256,
     concurrency=4,
     max_buffered_chunks=800,
     copy_bound=False,
+    seed_variants=("attribution", "metrics"),
+    keyed_variants=("provenance", "attribution", "metrics"),
 )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..ablations import variant_label
 from ..data import RowSpec
 from .base import Target
 from .synthetic import SyntheticWorkload
-from .targets import bound_target, labelled, lossless_target
+from .targets import bound_target, cost_target, labelled, lossless_target
 
 COPY = "bound: single-thread np.copyto"
 
@@ -34,6 +35,13 @@ class Rebatch(SyntheticWorkload):
                 "asyncfeed: share of the fetch + copy bound (the fetch allocates every chunk)",
                 info=True,
             ),
+            cost_target(
+                summary,
+                self.keyed_label,
+                variant_label(self.keyed_label, "provenance"),
+                3.0,
+                "provenance costs < 3 % (from_keys vs from_keys with provenance off)",
+            ),
         ]
 
 
@@ -45,11 +53,13 @@ WORKLOAD = Rebatch(
         "rows. Seed-style: `Feed(async fetch)`; keyed: `Feed.from_keys(endless keys, async "
         "fetch_one)`. The copy bound copies chunks made beforehand into batch buffers with "
         "np.copyto on one thread; the fetch + copy bound also calls the fetch, which "
-        "allocates every chunk. Queues hold at most 32 chunks."
+        "allocates every chunk. Queues hold at most 32 chunks. Ablation: from_keys with "
+        "provenance off (benchmarks/ablations.py, patched in the measuring process)."
     ),
     spec=RowSpec((3, 64, 64), "float32", 1, 200),
     batch_size=128,
     concurrency=4,
     max_buffered_chunks=32,
     copy_bound=True,
+    keyed_variants=("provenance",),
 )

@@ -11,11 +11,12 @@ import asyncio
 import functools
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from ..ablations import feed_runner, variant_of
 from ..checks import BatchChecker, BlobSpec
 from ..data import RowSource, RowSpec, Streams
 from ..pipelines.source import KeyedSource, Row
@@ -63,6 +64,8 @@ class SyntheticWorkload(Workload):
         concurrency: int,
         max_buffered_chunks: int,
         copy_bound: bool,
+        seed_variants: Sequence[str] = (),
+        keyed_variants: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.title = title
@@ -72,8 +75,18 @@ class SyntheticWorkload(Workload):
         self.concurrency = concurrency
         self.max_buffered_chunks = max_buffered_chunks
         self.copy_bound = copy_bound
+        self.seed_variants = tuple(seed_variants)
+        self.keyed_variants = tuple(keyed_variants)
 
     # -- configurations ------------------------------------------------------------------------
+
+    @property
+    def seed_label(self) -> str:
+        return f"asyncfeed (async for, {self.concurrency} async fetchers)"
+
+    @property
+    def keyed_label(self) -> str:
+        return f"asyncfeed from_keys (async fetch_one, concurrency {self.concurrency})"
 
     def specs(self, phases: Phases, *, quick: bool) -> list[RunSpec]:
         c = self.concurrency
@@ -82,14 +95,14 @@ class SyntheticWorkload(Workload):
         def spec(pipeline: str, label: str, primary: bool = False, **params: Any) -> RunSpec:
             return RunSpec(self.name, pipeline, label, params, phases, primary=primary)
 
+        seed = spec("asyncfeed", self.seed_label, True, mode="async")
+        keyed = spec("asyncfeed", self.keyed_label, mode="async", keyed=True)
+        # Each variant right after the row it varies: neighbours in time share the load.
         out = [
-            spec("asyncfeed", f"asyncfeed (async for, {c} async fetchers)", True, mode="async"),
-            spec(
-                "asyncfeed",
-                f"asyncfeed from_keys (async fetch_one, concurrency {c})",
-                mode="async",
-                keyed=True,
-            ),
+            seed,
+            *(variant_of(seed, v) for v in self.seed_variants),
+            keyed,
+            *(variant_of(keyed, v) for v in self.keyed_variants),
             spec("asyncfeed", f"asyncfeed (get() from a thread, {c} async fetchers)", mode="sync"),
             spec("data_workers", f"asyncfeed data_workers API ({c} fetcher threads, queue {m})"),
             spec(
@@ -128,11 +141,13 @@ class SyntheticWorkload(Workload):
             if spec.params.get("keyed"):
                 make = functools.partial(self._make_keyed_feed, streams)
                 note = "Feed.from_keys(endless keys, async fetch_one), one chunk per key"
-                return FeedAsyncRunner(streams, make, note=note)
-            make = functools.partial(self._make_feed, streams)
-            if spec.params.get("mode") == "sync":
-                return FeedSyncRunner(streams, make, note="private loop thread, get() per batch")
-            return FeedAsyncRunner(streams, make, note="consumer on the feed's event loop")
+            else:
+                make = functools.partial(self._make_feed, streams)
+                note = "consumer on the feed's event loop"
+                if spec.params.get("mode") == "sync":
+                    note = "private loop thread, get() per batch"
+                    return FeedSyncRunner(streams, make, note=note)
+            return feed_runner(spec, make, lambda m: FeedAsyncRunner(streams, m, note=note))
         if kind == "data_workers":
             from ..pipelines.asyncfeed_pipe import DataWorkersRunner
 

@@ -10,6 +10,7 @@ from .base import Target
 __all__ = [
     "best",
     "bound_target",
+    "cost_target",
     "labelled",
     "lossless_target",
     "median",
@@ -105,3 +106,34 @@ def lossless_target(summary: Summary, text: str, ours: dict[str, Any] | None = N
         f"{acc['lost_total']} lost, {acc['duplicates']} duplicated, "
         f"{acc['bad_batches']} bad batches over {ours['reps']} runs",
     )
+
+
+def _spread(row: dict[str, Any], metric: str) -> float | None:
+    """Half the min–max range of ``metric`` over the repetitions, in % of the median."""
+    stats = row.get(metric)
+    if not stats or not stats.get("median"):
+        return None
+    return 50 * float(stats["max"] - stats["min"]) / float(stats["median"])
+
+
+def cost_target(
+    summary: Summary, on_label: str, off_label: str, limit_pct: float, text: str
+) -> Target:
+    """What a feature costs: the row with it (``on_label``) against the same configuration
+    without it (``off_label``), in rows/s lost and in CPU µs per row added, both < ``limit_pct``
+    % at the medians (a negative cost, i.e. noise in its favour, meets it)."""
+    on, off = summary.get(on_label), summary.get(off_label)
+    rate_on, rate_off = median(on), median(off)
+    cpu_on, cpu_off = median(on, "cpu_us_per_row"), median(off, "cpu_us_per_row")
+    if on is None or off is None or not rate_on or not rate_off or not cpu_on or not cpu_off:
+        return Target(text, None, "not measured")
+    rate_cost = 100 * (1 - rate_on / rate_off)
+    cpu_cost = 100 * (cpu_on / cpu_off - 1)
+    detail = (
+        f"rows/s {rate_cost:+.1f} % ({rate_on / 1e3:.1f}k with vs {rate_off / 1e3:.1f}k "
+        f"without), CPU µs/row {cpu_cost:+.1f} % ({cpu_on:.2f} vs {cpu_off:.2f})"
+    )
+    spreads = [x for row in (on, off) if (x := _spread(row, "rows_per_s")) is not None]
+    if spreads:
+        detail += f"; rows/s spread over the repetitions ±{max(spreads):.1f} %"
+    return Target(text, rate_cost < limit_pct and cpu_cost < limit_pct, detail)
