@@ -2,15 +2,17 @@
 
 Every second, or sooner after ``gate.COMPLETIONS`` completed calls (never more often than
 every 0.1 s), the controller takes what the feed measured since it last looked — rows the
-consumer received and the time it waited, calls completed with their time and rows, time
-the feed was blocked on full queues or the sink, and from the fetcher's ``load()`` the time
-items queued for a decode thread and the requests a host is holding back — and hands it to
-the pure :class:`~asyncfeed.adaptive.demand.DemandEstimator`, whose decision becomes the
-gate's limit, ``stats().concurrency_limit`` and ``concurrency_reason``.
+consumer received and the time it waited (less the waits for keys or for the sink, which no
+number of fetches shortens: :data:`NOT_FETCH_BOUND`), calls completed with their time and
+rows, time the feed was blocked on full queues or the sink, and from the fetcher's
+``load()`` the time items queued for a decode thread and the requests a host is holding
+back — and hands it to the pure :class:`~asyncfeed.adaptive.demand.DemandEstimator`, whose
+decision becomes the gate's limit, ``stats().concurrency_limit`` and
+``concurrency_reason``.
 
 The hosts' own limits (429s, ``Retry-After``, latency, request rate) are the fetcher's
 business (``fetchers/throttle.py``); a feed held back by them reports ``throttled`` and
-does not grow.
+comes down towards what the hosts serve.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ log = logging.getLogger("asyncfeed.adapt")
 
 INTERVAL: Final = 1.0  # seconds between decisions at most
 MIN_INTERVAL: Final = 0.1  # and at least
+#: Wait causes (``stats.WAIT_CAUSES``) that more fetches in flight cannot shorten.
+NOT_FETCH_BOUND: Final = ("source", "sink")
 
 
 @final
@@ -66,13 +70,18 @@ class Controller:
         return (
             time.monotonic(),
             float(delivered),
-            run.waits.snapshot()[0],
+            self._fetch_wait(),
             float(counters.fetch_calls),
             counters.fetch_time,
             float(fetched),
             backpressure,
             decode_wait,
         )
+
+    def _fetch_wait(self) -> float:
+        """Seconds the consumer waited in all, less the waits more fetches cannot shorten."""
+        total, by_cause, _, _ = self._run.waits.snapshot()
+        return total - sum(by_cause.get(cause, 0.0) for cause in NOT_FETCH_BOUND)
 
     def _held(self) -> int:
         """Requests a host holds back now (from worker processes too, through host stats)."""

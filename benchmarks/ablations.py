@@ -6,7 +6,7 @@ ablation patches the library's classes for the length of one run (a fresh proces
 
 - ``ablate="provenance"``: ``asyncfeed.run.Rebatcher`` is wrapped to be built with
   ``track=False`` (the rebatch stage then passes no tags and batches carry no provenance),
-  ``asyncfeed.run.Receipts`` makes no receipts (a sink's reads settle nothing), and
+  ``asyncfeed.handoff.Receipts`` makes no receipts (a sink's reads settle nothing), and
   ``Tracker.received`` does nothing. Key dispatch is unchanged: keyed workers still build
   their chunk's tag tuple, and call ``tracker.nothing`` for keys with no rows.
 - ``ablate="attribution"``: the clocks of ``asyncfeed.attribution`` do nothing —
@@ -105,7 +105,7 @@ def _no_cause(self: object, *, sink_side: bool = False) -> str:
 
 
 def _provenance_patches() -> list[Patch]:
-    from asyncfeed import checkpoint, run
+    from asyncfeed import checkpoint, handoff, run
     from asyncfeed.rebatch import Rebatcher as tracked
 
     def untracked(*args: Any, **kwargs: Any) -> Any:
@@ -114,7 +114,7 @@ def _provenance_patches() -> list[Patch]:
 
     return [
         (run, "Rebatcher", untracked),
-        (run, "Receipts", _nothing),
+        (handoff, "Receipts", _nothing),
         (checkpoint.Tracker, "received", _nothing),
     ]
 

@@ -257,6 +257,14 @@ def summarise(records: Sequence[Record]) -> dict[str, dict[str, dict[str, Any]]]
             row["reason"] = f"{len(failed)} of {len(recs)} runs failed: {failed[-1].get('reason')}"
         for metric in METRICS:
             row[metric] = _stats(r.get(metric) for r in ok)
+        extras = {
+            key
+            for r in ok
+            for key, value in r.get("extras", {}).items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        }
+        if extras:  # the runners' own figures, summarised like the metrics
+            row["extras"] = {k: _stats(r.get("extras", {}).get(k) for r in ok) for k in extras}
         accs = [r["accounting"] for r in ok if "accounting" in r]
         if accs:
             lost_pct = [100 * a["lost"] / a["produced"] if a["produced"] else 0.0 for a in accs]

@@ -91,6 +91,32 @@ async def test_a_slow_consumer_shrinks_the_limit_instead_of_loading_the_service(
     assert stats.backpressure_s_by_stage["chunk_queue"] > 0
 
 
+@pytest.mark.slow
+async def test_a_slow_key_source_does_not_grow_the_limit() -> None:
+    """The consumer waits for keys (cause ``source``), not for fetch slots: no growth."""
+
+    async def keys() -> Any:
+        for key in range(250):
+            await asyncio.sleep(0.01)  # keys come at 100 a second
+            yield key
+
+    async def instant(key: int) -> list[np.ndarray]:
+        return [np.array([key])]
+
+    feed = af.Feed.from_keys(
+        keys(), instant, blobs=["k"], batch_size=5, log_interval=None,
+        concurrency=af.Adaptive(min=1, max=512, start=8),
+    )  # fmt: skip
+    limits = []
+    async with feed:
+        async for _ in feed:
+            stats = feed.stats()
+            limits.append((stats.concurrency_limit, stats.concurrency_reason))
+    assert feed.stats().consumer_wait_by_cause.get("source", 0.0) > 1.0
+    assert max(limit for limit, _ in limits) <= 8, limits
+    assert "starved" not in {reason for _, reason in limits}
+
+
 async def test_sync_fetchers_on_the_feeds_threads_pass_the_gate() -> None:
     """No pump runs ahead of the limit: with the consumer away the limit can only fall, so
     no more than its start of 2 calls ever run, on a pool of up to 64 threads."""

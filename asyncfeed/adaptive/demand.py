@@ -10,8 +10,10 @@ concurrency limit and why.
   the time it was *not* waiting — so a starved consumer's demand is not underestimated.
 - **Starved** (the consumer waited more than ``STARVED_SHARE`` of the interval): grow to
   at least ``GROWTH`` times the limit (and one more), unless requests are held back by a
-  host's throttling (growing would only queue more behind it: ``throttled``) or the
-  decode pool is the bottleneck (``decode-bound``).
+  host's throttling or the decode pool is the bottleneck (``decode-bound``: hold). Held
+  requests (``throttled``): growing would only queue more behind the host, so the limit
+  comes down, by at most ``SHRINK`` per step, towards the calls the host is serving
+  (the limit less those held) times ``HEADROOM``.
 - **Full** (the feed was blocked on a full queue or sink for more than ``FULL_SHARE`` of
   the interval): never grow; shrink towards the demand, by at most ``SHRINK`` per step
   (``backpressure``): a slow consumer is not worth loading the service for.
@@ -130,7 +132,10 @@ class DemandEstimator:
         elif decode_bound(sample.decode_wait_s, sample.fetch_time_s):
             new, reason = limit, "decode-bound"
         elif starved and sample.held > 0:
-            new, reason = limit, "throttled"
+            # the host is the bottleneck: keep what it serves, with headroom, and no more
+            serving = math.ceil(max(limit - sample.held, 1) * HEADROOM)
+            new = max(serving, math.floor(limit * SHRINK)) if serving < limit else limit
+            reason = "throttled"
         elif starved:
             new = max(math.ceil(target), math.ceil(limit * GROWTH), limit + 1)
             reason = "starved"

@@ -162,13 +162,21 @@ class ConcurrencyLimiter:
         self._maybe_update(now)
 
     def overloaded(
-        self, ticket: Ticket, now: float, reason: str, *, estimate: int | None = None
+        self,
+        ticket: Ticket,
+        now: float,
+        reason: str,
+        *,
+        estimate: int | None = None,
+        min_hold: float = 0.0,
     ) -> bool:
         """The host refused ``ticket``'s request (429/503) or it timed out: cut once per epoch.
 
         ``estimate``: what the host likely serves, used while no served level is known yet
-        (the requests in flight ahead of the refused one). Returns True when this call cut
-        the limit.
+        (the requests in flight ahead of the refused one). ``min_hold``: seconds to hold
+        at least before probing the failed level again (a probe that fails will cost a
+        pause this long divided by ``PAUSE_HOLDS``). Returns True when this call cut the
+        limit.
         """
         self._problems = True
         self._completions += 1
@@ -190,6 +198,7 @@ class ConcurrencyLimiter:
             self._hold = min(HOLD_MAX, self._hold * 2)
         else:
             self._hold = HOLD_MIN
+        self._hold = min(HOLD_MAX, max(self._hold, min_hold))
         self.ceiling = failed_at
         self._hold_until = now + self._hold
         self._probes = 0

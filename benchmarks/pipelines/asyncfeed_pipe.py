@@ -34,6 +34,11 @@ class _Arrays:
         return [batch[name] for name in self._blobs]
 
 
+def _quiescent(feed: Any) -> bool:
+    """No fetch call in flight (one in retry backoff may still deliver its row)."""
+    return feed is None or feed.stats().inflight == 0
+
+
 class FeedAsyncRunner(AsyncRunner):
     """``async with feed: async for batch in feed`` — the consumer shares the feed's loop.
 
@@ -83,6 +88,9 @@ class FeedAsyncRunner(AsyncRunner):
         stats = self._feed.stats()
         return int(stats.rows_in_flight)
 
+    def quiescent(self) -> bool:
+        return _quiescent(self._feed)
+
     def extras(self) -> dict[str, Any]:
         """Batches with provenance, the consumer's attributed waits, and for a keyed feed
         the batches its checkpoint state counts as received."""
@@ -127,6 +135,9 @@ class FeedSyncRunner(Runner):
     def held_rows(self, ended: bool) -> int | None:
         stats = self._feed.stats()
         return int(stats.rows_in_flight)
+
+    def quiescent(self) -> bool:
+        return _quiescent(self._feed)
 
     def stop(self) -> None:
         if self._feed is not None:

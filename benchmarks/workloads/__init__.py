@@ -13,7 +13,7 @@ from .base import Workload
 
 __all__ = ["NAMES", "Workload", "get"]
 
-NAMES = ("overhead", "rebatch", "http", "handoff", "checkpoint")
+NAMES = ("overhead", "rebatch", "http", "throttled", "handoff", "checkpoint")
 
 
 def get(name: str) -> Workload:

@@ -41,7 +41,7 @@ from .base import Target, Workload
 from .http_pipes import BATCH, build
 from .targets import cost_target, median
 
-__all__ = ["Http", "WORKLOAD", "keys"]
+__all__ = ["Http", "WORKLOAD", "image_services", "keys"]
 
 LATENCY_S = 0.020
 SIZE = 256
@@ -87,6 +87,34 @@ def _spec(
 
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
+@contextlib.contextmanager
+def image_services(max_concurrent: int | None = None) -> Iterator[dict[str, Any]]:
+    """The image services (:mod:`.http_service`) in a process of their own, until the block
+    ends; yields their URL templates and the process id (``service_pid``)."""
+    cmd = [sys.executable, "-m", "benchmarks.workloads.http_service"]
+    cmd += ["--latency-ms", str(LATENCY_S * 1000), "--count", str(IMAGES)]
+    cmd += ["--size", str(SIZE)]
+    if max_concurrent is not None:
+        cmd += ["--max-concurrent", str(max_concurrent)]
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=root, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the image service exited with {proc.wait()}")
+        yield {**json.loads(line), "service_pid": proc.pid}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 class Http(Workload):
@@ -161,26 +189,8 @@ class Http(Workload):
     @contextlib.contextmanager
     def session(self) -> Iterator[dict[str, Any]]:
         """The image services, in their own process for every run of the workload."""
-        cmd = [sys.executable, "-m", "benchmarks.workloads.http_service"]
-        cmd += ["--latency-ms", str(LATENCY_S * 1000), "--count", str(IMAGES)]
-        cmd += ["--size", str(SIZE)]
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=root, text=True)
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"the image service exited with {proc.wait()}")
-            yield {**json.loads(line), "service_pid": proc.pid}
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+        with image_services() as params:
+            yield params
 
     def runner(self, spec: RunSpec, streams: Streams) -> Runner:
         return build(spec, streams, keys)

@@ -94,10 +94,20 @@ def test_full_buffers_hold_a_limit_already_below_the_demand() -> None:
 def test_held_requests_or_a_busy_decode_pool_hold_the_limit() -> None:
     est = DemandEstimator(af.Adaptive(start=20))
     assert est.update(sample(consumer_wait_s=0.5, held=5)).reason == "throttled"
-    assert est.limit == 20
+    assert est.limit == 20  # 15 served x headroom is more than the limit: hold
     busy = est.update(sample(consumer_wait_s=0.5, decode_wait_s=30.0))
     assert (busy.limit, busy.reason) == (20, "decode-bound")
     assert decode_bound(30.0, 50.0) and not decode_bound(10.0, 50.0) and not decode_bound(1, 0)
+
+
+def test_many_held_requests_bring_the_limit_down_to_what_the_host_serves() -> None:
+    est = DemandEstimator(af.Adaptive(start=256))
+    limits = [est.update(sample(consumer_wait_s=0.5, held=est.limit - 32)).limit for _ in range(12)]
+    assert limits[0] == int(256 * 0.8)  # by steps
+    assert limits[-1] == 48  # 32 served x headroom
+    assert est.reason == "throttled"
+    paused = DemandEstimator(af.Adaptive(start=100))
+    assert paused.update(sample(consumer_wait_s=0.9, held=100)).limit == 80  # all held
 
 
 def test_without_waits_the_limit_follows_the_demand_and_stays_in_bounds() -> None:

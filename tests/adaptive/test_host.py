@@ -12,6 +12,7 @@ import pytest
 
 import asyncfeed as af
 from asyncfeed.adaptive import ConcurrencyLimiter, HostPolicy, Outcome, RateLimiter, Ticket
+from asyncfeed.adaptive.host import PAUSE_HOLDS
 from asyncfeed.adaptive.limiter import HOLD_MIN
 
 pytestmark = pytest.mark.timeout(30)
@@ -176,6 +177,17 @@ def test_retry_after_pauses_every_request_of_the_host() -> None:
     assert pol.snapshot(1.5)["limit_reason"] == "paused"
     assert pol.delay(3.0, 0) == 0.0
     assert pol.delay(3.0, pol.concurrency.allowed) is None  # full: wait for a slot
+
+
+def test_a_probe_that_cost_a_pause_is_not_repeated_for_several_pauses() -> None:
+    pol = HostPolicy(af.Adaptive(start=20))
+    lim = pol.concurrency
+    pol.finish(pol.start(0.0, 19), 0.0, Outcome.THROTTLED, retry_after=1.0)  # over 20
+    assert lim.ceiling == 20 and lim._hold_until == pytest.approx(PAUSE_HOLDS * 1.0)
+    t = drive(lim, 1.0, PAUSE_HOLDS - 1.5, 0.02, bound=True)
+    assert lim.allowed == 19 and lim.reason == "hold"  # under the ceiling, no probe yet
+    drive(lim, t, 1.5, 0.02, bound=True)
+    assert lim.allowed >= 20  # probed once the hold passed
 
 
 # -- simulated hosts ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import asyncfeed as af
-from asyncfeed import attribution, checkpoint, run
+from asyncfeed import attribution, checkpoint, handoff, run
 from benchmarks import ablations
 from benchmarks.harness import Record, summarise
 from benchmarks.runner import Phases
@@ -71,11 +71,11 @@ async def test_attribution_off_records_no_wait() -> None:
 
 def test_patches_are_undone_even_on_error() -> None:
     names = vars(run)
-    before = (names["Rebatcher"], names["Receipts"], checkpoint.Tracker.received)
+    before = (names["Rebatcher"], handoff.Receipts, checkpoint.Tracker.received)
     with pytest.raises(RuntimeError), ablations.applied("provenance"):
         assert names["Rebatcher"] is not before[0]
         raise RuntimeError
-    assert (names["Rebatcher"], names["Receipts"], checkpoint.Tracker.received) == before
+    assert (names["Rebatcher"], handoff.Receipts, checkpoint.Tracker.received) == before
     asked = attribution.Waits.asked
     with ablations.applied("attribution"):
         assert attribution.Waits.asked is not asked
