@@ -153,8 +153,12 @@ class SinkBridge:
 
     @property
     def busy(self) -> int:
-        """Batches handed to the thread and not yet settled (being put, or waiting to be)."""
-        return self._busy
+        """Batches handed to the thread and not yet settled (being put, or waiting to be).
+
+        Read from any thread: those the thread settled count as done at once, though the
+        loop collects them only when it next hands a batch.
+        """
+        return max(0, self._busy - len(self._settled))
 
     async def run(
         self, batches: Channel[Batch], ledger: Ledger, on_closed: Callable[[], None]

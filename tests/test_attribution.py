@@ -187,6 +187,24 @@ def test_a_slow_copy_into_the_sink_is_sink(counter: CounterSource) -> None:
     assert stats.starvation > 0.5
 
 
+def test_a_fast_sink_behind_a_slow_fetch_is_not_sink(counter: CounterSource) -> None:
+    """A batch the sink's thread already put is no longer "being handed": the reader's
+    waits go to the slow fetch, not to the sink."""
+
+    def fetch(worker_id: int, batch_size: int) -> list[np.ndarray]:
+        threading.Event().wait(0.02)  # a slow service
+        return counter.chunk(8)
+
+    sink = af.BlobsQueue(capacity=2, num_blobs=2)
+    feed = af.Feed(fetch, blobs=counter.blobs, batch_size=8, sink=sink, concurrency=1)
+    with feed:
+        for _ in range(20):
+            assert sink.dequeue(timeout=10) is not None
+        stats = feed.stats()
+    assert main_cause(stats.consumer_wait_by_cause) == "fetch_limit", stats.consumer_wait_by_cause
+    assert stats.consumer_wait_by_cause.get("sink", 0.0) < 0.1 * stats.consumer_wait_s
+
+
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 async def test_calls_with_worker_processes_are_workers() -> None:
     feed = af.Feed.from_keys(

@@ -201,8 +201,8 @@ def test_without_record_stream_the_reuse_check_finds_corruption(
 ) -> None:
     """The reuse check can fail: with ``record_stream`` made a no-op, freed batches are
     reused by the sink's next copies while the lagging consumer still reads them."""
-    monkeypatch.setattr(Tensor, "record_stream", lambda self, stream: None)
-    rows, n = 256, 2_000
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, stream: None)
+    rows, n = 256, 300
     sink = af.TorchSink("cuda", capacity=2)
     consumer = torch.cuda.Stream()
     bad = torch.zeros((), dtype=torch.int64, device="cuda")
@@ -210,7 +210,9 @@ def test_without_record_stream_the_reuse_check_finds_corruption(
     i = 0
     with torch.cuda.stream(consumer):
         while (out := sink.get(timeout=30)) is not None:
-            torch.cuda._sleep(2_000_000)  # ~1 ms a batch: the consumer falls far behind
+            # ~10 ms a batch, far over the host's cost of one: the consumer's stream falls
+            # further behind with every batch
+            torch.cuda._sleep(20_000_000)
             bad += mismatches(out, i * rows)
             del out
             i += 1
