@@ -12,7 +12,7 @@ import asyncio
 import weakref
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Final, Generic, TypeVar, final
+from typing import Final, Generic, TypeVar, final
 
 import numpy as np
 
@@ -31,15 +31,21 @@ class ChannelClosed(AsyncFeedError):
 
 @final
 class Channel(Generic[T]):
-    """A bounded FIFO between coroutines of one loop; ``close()`` wakes every waiter."""
+    """A bounded FIFO between coroutines of one loop; ``close()`` wakes every waiter.
 
-    __slots__ = ("_closed", "_getters", "_items", "_putters", "maxsize")
+    Putters are served in order: a put never overtakes one parked before it, and a slot
+    freed by a get is kept for the putter it wakes (else a producer that never has to wait
+    could hold a parked one back for good, and its key with it).
+    """
+
+    __slots__ = ("_closed", "_getters", "_handed", "_items", "_putters", "maxsize")
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize: Final = maxsize
         self._items: deque[T] = deque()
         self._getters: deque[asyncio.Future[None]] = deque()
         self._putters: deque[asyncio.Future[None]] = deque()
+        self._handed = 0  # slots kept for woken putters that have not run yet
         self._closed = False
 
     def __len__(self) -> int:
@@ -58,27 +64,62 @@ class Channel(Generic[T]):
         return len(self._items) >= self.maxsize
 
     def put_nowait(self, item: T) -> bool:
-        """Append ``item`` if there is room; return False when full.
+        """Append ``item`` if there is room and no putter waits; return False otherwise.
 
         Raises:
             ChannelClosed: the channel is closed.
         """
         if self._closed:
             raise ChannelClosed("channel closed")
-        if len(self._items) >= self.maxsize:
+        if self._putters or len(self._items) + self._handed >= self.maxsize:
             return False
         self._items.append(item)
         _wake_one(self._getters)
         return True
 
     async def put(self, item: T) -> None:
-        """Append ``item``, waiting while the channel is full.
+        """Append ``item``, waiting (in turn) while the channel is full.
 
         Raises:
             ChannelClosed: the channel is closed, before or while waiting.
         """
-        while not self.put_nowait(item):
-            await _park(self._putters, self._items, self.maxsize)
+        if self.put_nowait(item):
+            return
+        while True:
+            await self._park_putter()
+            self._handed -= 1
+            if self._closed:
+                raise ChannelClosed("channel closed")
+            if len(self._items) < self.maxsize:
+                self._items.append(item)
+                _wake_one(self._getters)
+                return
+
+    async def _park_putter(self) -> None:
+        """Wait in turn for a slot; on cancel, pass a slot kept for us to the next putter."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._putters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            fut.cancel()
+            try:
+                self._putters.remove(fut)
+            except ValueError:
+                pass
+            if fut.done() and not fut.cancelled():  # woken, but leaving: hand the slot on
+                self._handed -= 1
+                self._wake_putter()
+            raise
+
+    def _wake_putter(self) -> None:
+        """Wake the oldest parked putter, keeping a slot for it."""
+        while self._putters:
+            fut = self._putters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                self._handed += 1
+                return
 
     def put_front(self, item: T) -> None:
         """Return an item taken by a getter that could not hand it on; ignores the bound."""
@@ -94,7 +135,8 @@ class Channel(Generic[T]):
         """
         if self._items:
             item = self._items.popleft()
-            _wake_one(self._putters)
+            if len(self._items) + self._handed < self.maxsize:
+                self._wake_putter()
             return item
         if self._closed:
             raise ChannelClosed("channel closed and drained")
@@ -110,25 +152,25 @@ class Channel(Generic[T]):
             try:
                 return self.get_nowait()
             except asyncio.QueueEmpty:
-                await _park(self._getters, None, 0)
+                await _park(self._getters)
 
     def drain(self) -> list[T]:
-        """Remove and return every buffered item."""
+        """Remove and return every buffered item, waking every parked putter."""
         items = list(self._items)
         self._items.clear()
-        for fut in self._putters:
-            if not fut.done():
-                fut.set_result(None)
+        while self._putters:
+            self._wake_putter()
         return items
 
     def close(self) -> None:
         """Close for good: putters raise, getters get what is left, then raise. Idempotent."""
         self._closed = True
-        for waiters in (self._getters, self._putters):
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
-            waiters.clear()
+        while self._putters:
+            self._wake_putter()
+        for fut in self._getters:
+            if not fut.done():
+                fut.set_result(None)
+        self._getters.clear()
 
 
 def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:
@@ -139,10 +181,9 @@ def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:
             return
 
 
-async def _park(
-    waiters: deque[asyncio.Future[None]], items: deque[Any] | None, maxsize: int
-) -> None:
-    """Wait on a new future in ``waiters``; on cancel, pass a wake-up we consumed along."""
+async def _park(waiters: deque[asyncio.Future[None]]) -> None:
+    """Wait on a new future in ``waiters`` (getters); on cancel, pass a wake-up we consumed
+    along."""
     fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     waiters.append(fut)
     try:
@@ -153,7 +194,7 @@ async def _park(
             waiters.remove(fut)
         except ValueError:
             pass
-        if fut.done() and not fut.cancelled() and (items is None or len(items) < maxsize):
+        if fut.done() and not fut.cancelled():
             _wake_one(waiters)
         raise
 

@@ -9,6 +9,7 @@ same multiset otherwise.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -434,3 +435,26 @@ def test_a_state_taken_right_after_get_counts_the_batch_get_returned() -> None:
                 assert feed.state_dict()["delivered"]["batches"] == n
     finally:
         sys.setswitchinterval(interval)
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_the_state_stays_small_while_the_feed_runs_full(ordered: bool) -> None:
+    """Keys that complete at once keep the chunk queue full; no key may be held back for
+    good behind it (the watermark follows the consumer, the state does not grow)."""
+
+    async def instant(key: int) -> list[np.ndarray]:
+        return [np.array([key])]
+
+    feed = af.Feed.from_keys(
+        itertools.count(), instant, blobs=["k"], batch_size=64, concurrency=4,
+        max_buffered_chunks=100, ordered=ordered, log_interval=None,
+    )  # fmt: skip
+    async with feed:
+        received = 0
+        async for _ in feed:
+            received += 1
+            if received == 100:
+                break
+        (record,) = feed.state_dict()["epochs"].values()
+    assert 100 * 64 - 2 * 100 <= record["watermark"] <= 100 * 64
+    assert len(record.get("consumed", ())) <= 2 * 100

@@ -31,6 +31,50 @@ async def test_putter_parks_while_full_and_resumes_after_a_get() -> None:
     assert ch.get_nowait() == 2
 
 
+async def test_a_parked_putter_is_never_overtaken() -> None:
+    ch: Channel[int] = Channel(2)
+    assert ch.put_nowait(1) and ch.put_nowait(2)
+    parked = asyncio.create_task(ch.put(3))
+    await asyncio.sleep(0)
+    assert not ch.put_nowait(4)  # a putter waits: no overtaking
+    assert ch.get_nowait() == 1
+    assert not ch.put_nowait(4)  # the freed slot is kept for the parked putter
+    await asyncio.wait_for(parked, 1)
+    assert ch.put_nowait(4) is False and [ch.get_nowait(), ch.get_nowait()] == [2, 3]
+
+
+async def test_a_woken_putter_that_is_cancelled_hands_its_slot_on() -> None:
+    ch: Channel[int] = Channel(1)
+    ch.put_nowait(1)
+    first = asyncio.create_task(ch.put(2))
+    second = asyncio.create_task(ch.put(3))
+    await asyncio.sleep(0)
+    assert ch.get_nowait() == 1  # wakes `first`, keeping the slot for it
+    first.cancel()
+    await asyncio.wait_for(second, 1)
+    assert first.cancelled() and ch.get_nowait() == 3
+    assert ch.put_nowait(5)  # no slot left kept for anyone
+
+
+async def test_a_producer_that_never_waits_cannot_starve_a_parked_one() -> None:
+    """A fast producer puts without yielding whenever there is room; a parked producer
+    still gets each slot freed for it (its key is not held back for good)."""
+    ch: Channel[int] = Channel(4)
+    for i in range(4):
+        ch.put_nowait(i)
+    parked = asyncio.create_task(ch.put(-1))
+    await asyncio.sleep(0)
+    got = []
+    for i in range(4, 100):
+        got.append(ch.get_nowait())
+        if ch.put_nowait(i):  # a fast producer, trying after every get
+            continue
+        if not parked.done():
+            await asyncio.sleep(0)  # the parked producer runs
+    got.extend(ch.drain())
+    assert parked.done() and -1 in got
+
+
 async def test_close_wakes_getters_and_putters() -> None:
     ch: Channel[int] = Channel(1)
     getter = asyncio.create_task(ch.get())
