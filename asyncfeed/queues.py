@@ -135,7 +135,7 @@ class Channel(Generic[T]):
         """
         if self._items:
             item = self._items.popleft()
-            if len(self._items) + self._handed < self.maxsize:
+            if self._putters and len(self._items) + self._handed < self.maxsize:
                 self._wake_putter()
             return item
         if self._closed:

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, final
 
 from .adapt import Controller
@@ -92,6 +93,8 @@ class Run:
             first_index=first,
             sizes=sizes,
         )
+        #: Rows of the batch being made (the hint seed-style fetchers are given, per call).
+        self.batch_size: Final[Callable[[], int]] = partial(getattr, self.rebatcher, "batch_size")
         self.stage: Final = RebatchStage(
             self.sq.channel,
             self.batches,
@@ -148,10 +151,6 @@ class Run:
     def inflight(self) -> int:
         """Fetch calls running now (an adaptive feed's workers waiting at its gate are not)."""
         return self.counters.inflight if self.gate is None else self.gate.inflight
-
-    def batch_size(self) -> int:
-        """Rows of the batch being made (the hint seed-style fetchers are given)."""
-        return self.rebatcher.batch_size
 
     def set_batch_size(self, batch_size: int) -> None:
         """On the loop: batches from the next one started on have ``batch_size`` rows."""

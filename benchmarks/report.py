@@ -303,6 +303,7 @@ def _series(summary: Summary) -> dict[str, dict[str, list[tuple[int, float, floa
 
 _COLOURS = (  # one colour per pipeline, the same in both panels
     ("processes=2", "tab:red"),
+    ("RayActors", "tab:olive"),
     ("asyncfeed", "tab:green"),
     ("torchdata", "tab:brown"),
     ("SPDL", "tab:orange"),

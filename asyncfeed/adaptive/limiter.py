@@ -174,8 +174,8 @@ class ConcurrencyLimiter:
 
         ``estimate``: what the host likely serves, used while no served level is known yet
         (the requests in flight ahead of the refused one). ``min_hold``: seconds to hold
-        at least before probing the failed level again (a probe that fails will cost a
-        pause this long divided by ``PAUSE_HOLDS``). Returns True when this call cut the
+        at least before probing the level that failed again (the host asked for a pause,
+        which another failed probe would cost again). Returns True when this call cut the
         limit.
         """
         self._problems = True
