@@ -195,34 +195,51 @@ def _permuted(spec: KeySpec, epoch: int, keys: Sequence[Any]) -> Iterator[Any]:
     return (keys[int(i)] for i in order)
 
 
-def _window(spec: KeySpec, epoch: int, keys: Iterable[Any]) -> Iterator[Any]:
-    rng = np.random.default_rng([spec.seed, epoch])
-    buffer: list[Any] = []
-    size = spec.shuffle_buffer or 1
-    for key in keys:
-        if len(buffer) < size:
+_HELD: Final = object()  # _Window.swap: the key went into the window, none came out
+
+
+@final
+class _Window:
+    """The seeded window shuffle of ``shuffle_buffer`` keys, one for sync and async keys
+    (both must make the same order from the same keys)."""
+
+    __slots__ = ("_buffer", "_rng", "_size")
+
+    def __init__(self, spec: KeySpec, epoch: int) -> None:
+        self._rng: Final = np.random.default_rng([spec.seed, epoch])
+        self._buffer: Final[list[Any]] = []
+        self._size: Final = spec.shuffle_buffer or 1
+
+    def swap(self, key: Any) -> Any:
+        """Take ``key``; give back a key to yield now, or ``_HELD`` while the window fills."""
+        buffer = self._buffer
+        if len(buffer) < self._size:
             buffer.append(key)
-            continue
-        i = int(rng.integers(size))
+            return _HELD
+        i = int(self._rng.integers(self._size))
         buffer[i], key = key, buffer[i]
-        yield key
-    rng.shuffle(buffer)
-    yield from buffer
+        return key
+
+    def rest(self) -> list[Any]:
+        """The keys still in the window, shuffled, once the keys ran out."""
+        self._rng.shuffle(self._buffer)
+        return self._buffer
+
+
+def _window(spec: KeySpec, epoch: int, keys: Iterable[Any]) -> Iterator[Any]:
+    window = _Window(spec, epoch)
+    for key in keys:
+        if (out := window.swap(key)) is not _HELD:
+            yield out
+    yield from window.rest()
 
 
 async def _window_async(spec: KeySpec, epoch: int, keys: AsyncIterable[Any]) -> AsyncIterator[Any]:
-    rng = np.random.default_rng([spec.seed, epoch])
-    buffer: list[Any] = []
-    size = spec.shuffle_buffer or 1
+    window = _Window(spec, epoch)
     async for key in keys:
-        if len(buffer) < size:
-            buffer.append(key)
-            continue
-        i = int(rng.integers(size))
-        buffer[i], key = key, buffer[i]
-        yield key
-    rng.shuffle(buffer)
-    for key in buffer:
+        if (out := window.swap(key)) is not _HELD:
+            yield out
+    for key in window.rest():
         yield key
 
 
