@@ -25,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -40,9 +40,10 @@ BATCH = 32
 
 @contextlib.contextmanager
 def serve_in_subprocess(
-    latency_ms: float, *, count: int = COUNT, size: int = SIZE
+    latency_ms: float, *, count: int = COUNT, size: int = SIZE, flags: Sequence[str] = ()
 ) -> Iterator[str]:
-    """Run the image service in a child process; yield its URL template."""
+    """Run the image service (``python -m asyncfeed serve-images``, no injected errors, any
+    other ``flags``) in a child process; yield its URL template."""
     with subprocess.Popen(
         [
             sys.executable,
@@ -53,6 +54,7 @@ def serve_in_subprocess(
             f"--count={count}",
             f"--size={size}",
             "--error-rate=0",
+            *flags,
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -99,7 +101,8 @@ async def _stream(
                 break
         elapsed = time.perf_counter() - start
         hosts = feed.stats().hosts
-    host = next(iter(hosts.values()), {"latency_p50": 0.0, "latency_p99": 0.0, "errors": {}})
+    no_host: Mapping[str, Any] = {"latency_p50": 0.0, "latency_p99": 0.0, "errors": {}}
+    host = next(iter(hosts.values()), no_host)
     return {
         "rows_per_s": rows / elapsed,
         "latency_p50_ms": host["latency_p50"] * 1e3,

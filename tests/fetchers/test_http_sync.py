@@ -6,10 +6,6 @@ import asyncio
 import itertools
 import os
 import pickle
-import re
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +14,7 @@ import pytest
 
 import asyncfeed as af
 from asyncfeed.fetchers.service import synthetic_image
+from benchmarks.http_bench import serve_in_subprocess
 from tests.transforms import flip_with_pid
 
 
@@ -29,32 +26,8 @@ def session_of(fetcher: af.HttpFetcher) -> object:
 @pytest.fixture
 def served_pngs() -> Iterator[str]:
     """``python -m asyncfeed serve-images`` in a child process: 4 PNGs of 16x16."""
-    with subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "asyncfeed",
-            "serve-images",
-            "--count=4",
-            "--size=16",
-            "--format=png",
-            "--latency-ms=0",
-            "--error-rate=0",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            match = re.search(r"at (http://\S+)", proc.stdout.readline())
-            assert match is not None
-            yield match.group(1)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with serve_in_subprocess(0.0, count=4, size=16, flags=["--format=png"]) as template:
+        yield template
 
 
 @pytest.mark.timeout(30)

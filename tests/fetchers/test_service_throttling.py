@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import re
-import signal
-import subprocess
-import sys
 import time
 
 import aiohttp
 import pytest
 
 import asyncfeed as af
+from benchmarks.http_bench import serve_in_subprocess
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -72,24 +69,12 @@ def test_throttling_options_are_validated(kwargs: dict[str, object], message: st
 
 
 def test_serve_images_takes_the_throttling_flags() -> None:
-    command = [sys.executable, "-m", "asyncfeed", "serve-images", "--count=2", "--size=8"]
-    command += ["--latency-ms=0", "--error-rate=0", "--max-rate=0.2"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
-        try:
-            assert proc.stdout is not None
-            match = re.search(r"at (http://\S+)", proc.stdout.readline())
-            assert match is not None
-            url = match.group(1).format(i=0)
+    with serve_in_subprocess(0.0, count=2, size=8, flags=["--max-rate=0.2"]) as template:
+        url = template.format(i=0)
 
-            async def twice() -> list[tuple[int, str | None, float]]:
-                async with aiohttp.ClientSession() as session:
-                    return [await get(session, url) for _ in range(2)]
+        async def twice() -> list[tuple[int, str | None, float]]:
+            async with aiohttp.ClientSession() as session:
+                return [await get(session, url) for _ in range(2)]
 
-            (first, _, _), (second, after, _) = asyncio.run(twice())
-            assert (first, second, after) == (200, 429, None)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        (first, _, _), (second, after, _) = asyncio.run(twice())
+        assert (first, second, after) == (200, 429, None)
