@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final, final
 
 from .adaptive.demand import DemandEstimator, DemandSample
@@ -50,10 +51,21 @@ class Controller:
         self._gate: Final = gate
         self._estimator: Final = DemandEstimator(adaptive)
         self._load: Final = run.load
-        self._last = self._figures()
+        self._last = self._figures(self._read_load())
         self.history: list[tuple[float, int, str]] = []  # (monotonic time, limit, reason)
 
-    def _figures(self) -> tuple[float, ...]:
+    def _read_load(self) -> Mapping[str, float] | None:
+        """The fetcher's ``load()`` figures, read once a step (None: it has none; empty if
+        it failed)."""
+        if self._load is None:
+            return None
+        try:
+            figures: Mapping[str, float] = self._load()
+        except Exception:  # a figure for the controller is not worth stopping the feed
+            return {}
+        return figures
+
+    def _figures(self, load: Mapping[str, float] | None) -> tuple[float, ...]:
         """The running totals the samples are differences of."""
         run = self._run
         counters, ledger = run.counters, run.sq.ledger
@@ -61,12 +73,7 @@ class Controller:
         backpressure = run.fetcher.blocked.seconds + run.stage.blocked.seconds
         if run.bridge is not None:
             backpressure += run.bridge.blocked.seconds
-        decode_wait = 0.0
-        if self._load is not None:
-            try:
-                decode_wait = float(self._load().get("decode_wait_s", 0.0))
-            except Exception:  # a figure for the controller is not worth stopping the feed
-                decode_wait = 0.0
+        decode_wait = 0.0 if load is None else float(load.get("decode_wait_s", 0.0))
         return (
             time.monotonic(),
             float(delivered),
@@ -83,19 +90,17 @@ class Controller:
         total, by_cause, _, _ = self._run.waits.snapshot()
         return total - sum(by_cause.get(cause, 0.0) for cause in NOT_FETCH_BOUND)
 
-    def _held(self) -> int:
+    def _held(self, load: Mapping[str, float] | None) -> int:
         """Requests a host holds back now (from worker processes too, through host stats)."""
-        if self._load is not None:
-            try:
-                return int(self._load().get("throttled", 0))
-            except Exception:
-                return 0
+        if load is not None:
+            return int(load.get("throttled", 0))
         hosts = self._run.backend.host_stats()
         return sum(int(h.get("held", 0)) for h in hosts.values())
 
     def step(self) -> None:
         """One decision from what changed since the last one."""
-        now = self._figures()
+        load = self._read_load()
+        now = self._figures(load)
         d = [b - a for a, b in zip(self._last, now, strict=True)]
         self._last = now
         sample = DemandSample(
@@ -107,7 +112,7 @@ class Controller:
             fetch_rows=int(d[5]),
             backpressure_s=d[6],
             decode_wait_s=d[7],
-            held=self._held(),
+            held=self._held(load),
         )
         decision = self._estimator.update(sample)
         run = self._run
