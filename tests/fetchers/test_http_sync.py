@@ -52,23 +52,24 @@ def test_a_started_feed_opens_its_session_on_the_private_loop(served_pngs: str) 
 
 
 @pytest.mark.timeout(60)
-def test_processes_open_the_fetcher_in_each_worker(served_pngs: str) -> None:
-    keys = [(served_pngs.format(i=i % 4), i) for i in range(16)]
+def in_two_processes(
+    template: str, fetcher: af.HttpFetcher, blobs: list[str]
+) -> tuple[af.Feed, list[af.Batch]]:
+    """The 16 keys ``(url of image i % 4, i)`` fetched in 2 worker processes, in order."""
+    keys = [(template.format(i=i % 4), i) for i in range(16)]
     feed = af.Feed.from_keys(
-        keys,
-        af.HttpFetcher(),
-        blobs=["data", "label"],
-        batch_size=8,
-        ordered=True,
-        concurrency=4,
-        processes=2,
+        keys, fetcher, blobs=blobs, batch_size=8, ordered=True, concurrency=4, processes=2,
         log_interval=None,
-    )
+    )  # fmt: skip
     feed.start()
     try:
-        batches = [feed.get(timeout=30) for _ in range(2)]
+        return feed, [feed.get(timeout=30) for _ in range(2)]
     finally:
         feed.stop()
+
+
+def test_processes_open_the_fetcher_in_each_worker(served_pngs: str) -> None:
+    feed, batches = in_two_processes(served_pngs, af.HttpFetcher(), ["data", "label"])
     data = np.concatenate([b["data"] for b in batches])
     assert all(np.array_equal(data[i], synthetic_image(i % 4, 16)) for i in range(16))
     (host,) = feed.stats().hosts.values()  # the workers report every so often: a lower bound
@@ -77,22 +78,8 @@ def test_processes_open_the_fetcher_in_each_worker(served_pngs: str) -> None:
 
 @pytest.mark.timeout(60)
 def test_a_transform_runs_in_the_worker_processes(served_pngs: str) -> None:
-    keys = [(served_pngs.format(i=i % 4), i) for i in range(16)]
-    feed = af.Feed.from_keys(
-        keys,
-        af.HttpFetcher(transform=flip_with_pid),
-        blobs=["data", "pid", "label"],
-        batch_size=8,
-        ordered=True,
-        concurrency=4,
-        processes=2,
-        log_interval=None,
-    )
-    feed.start()
-    try:
-        batches = [feed.get(timeout=30) for _ in range(2)]
-    finally:
-        feed.stop()
+    fetcher = af.HttpFetcher(transform=flip_with_pid)
+    _, batches = in_two_processes(served_pngs, fetcher, ["data", "pid", "label"])
     data = np.concatenate([b["data"] for b in batches])
     assert all(np.array_equal(data[i], synthetic_image(i % 4, 16)[:, ::-1]) for i in range(16))
     assert np.concatenate([b["label"] for b in batches]).tolist() == list(range(16))
